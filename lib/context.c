@@ -1,0 +1,541 @@
+/*
+ * context.c - the context: lock, provider instances, the epoll set behind
+ * ferry_ctx_fd(), progress, deferred callbacks, creation and destruction.
+ *
+ * Progress is one pass under the context lock: fresh epoll events (dispatched to
+ * provider poll handles), provider busy-poll hooks, due timers, then pending endpoint
+ * teardowns. Threads that sleep do so in epoll_wait without the lock and discard what
+ * it returned: only a pass under the lock dispatches, so a handle freed by another
+ * thread is never touched.
+ */
+#include "core_priv.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ lock */
+
+void ferryi_ctx_lock(struct ferry_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->lock);
+	ctx->lock_owner = pthread_self();
+	ctx->locked = true;
+}
+
+static void ctx_run_deferred(struct ferry_ctx *ctx, struct ferryi_list *todo)
+{
+	struct ferryi_list_node *n;
+	while ((n = ferryi_list_pop_front(todo))) {
+		struct ferryi_deferred *d = ferryi_container_of(n, struct ferryi_deferred, link);
+		if (d->kind == FERRYI_DEFER_EVENT) {
+			if (ctx->cfg.event_fn) {
+				d->ev.ep = d->ep;
+				d->ev.detail = d->detail;
+				ctx->cfg.event_fn(ctx, &d->ev, ctx->cfg.event_arg);
+			}
+			if (d->ep) {
+				ferryi_ctx_lock(ctx);
+				ferryi_ep_unref(d->ep);
+				ferryi_process_closes(ctx);
+				ctx->locked = false; /* deferrals queued here run at the next unlock */
+				pthread_mutex_unlock(&ctx->lock);
+			}
+		} else {
+			/* The accept callback receives the hold the deferral carried. */
+			d->listener->attr.accept_fn(d->listener, d->ep, d->listener->attr.accept_arg);
+		}
+		free(d);
+	}
+}
+
+void ferryi_ctx_unlock(struct ferry_ctx *ctx)
+{
+	struct ferryi_list todo;
+
+	ferryi_process_closes(ctx);
+	ferryi_list_init(&todo);
+	if (!ferryi_list_empty(&ctx->deferred) && !ctx->destroying) {
+		todo = ctx->deferred;
+		todo.head.next->prev = &todo.head;
+		todo.head.prev->next = &todo.head;
+		ferryi_list_init(&ctx->deferred);
+	}
+	ctx->locked = false;
+	pthread_mutex_unlock(&ctx->lock);
+	if (!ferryi_list_empty(&todo))
+		ctx_run_deferred(ctx, &todo);
+}
+
+void ferryi_ctx_assert_locked(const struct ferry_ctx *ctx)
+{
+	(void)ctx;
+	assert(ctx->locked && pthread_equal(ctx->lock_owner, pthread_self()));
+}
+
+enum ferry_log_level ferryi_ctx_log_level(const struct ferry_ctx *ctx)
+{
+	return ctx->cfg.log_level;
+}
+
+const struct ferry_config *ferry_ctx_config(const struct ferry_ctx *ctx)
+{
+	return &ctx->cfg;
+}
+
+/* ------------------------------------------------------------------ time */
+
+uint64_t ferryi_now_ns(const struct ferry_ctx *ctx)
+{
+	struct timespec ts;
+	if (ctx && ctx->clock_fn)
+		return ctx->clock_fn(ctx->clock_arg);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int ferryi_ms_until(struct ferry_ctx *ctx, uint64_t deadline_ns)
+{
+	uint64_t now = ferryi_now_ns(ctx);
+	if (deadline_ns <= now)
+		return 0;
+	uint64_t ms = (deadline_ns - now + 999999) / 1000000;
+	return ms > 60000 ? 60000 : (int)ms;
+}
+
+/* ------------------------------------------------------------------ poll handles */
+
+int ferryi_poll_add(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
+{
+	struct epoll_event ev = { .events = h->events, .data.ptr = h };
+	if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, h->fd, &ev) < 0) {
+		int err = -errno;
+		FERRYI_ERR(ctx, "epoll_ctl(ADD, fd %d): %s", h->fd, strerror(errno));
+		return err;
+	}
+	return 0;
+}
+
+int ferryi_poll_mod(struct ferry_ctx *ctx, struct ferryi_poll_handle *h, uint32_t events)
+{
+	if (h->events == events)
+		return 0;
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+	if (epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, h->fd, &ev) < 0) {
+		int err = -errno;
+		FERRYI_ERR(ctx, "epoll_ctl(MOD, fd %d): %s", h->fd, strerror(errno));
+		return err;
+	}
+	h->events = events;
+	return 0;
+}
+
+void ferryi_poll_del(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
+{
+	if (h->fd >= 0)
+		epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+}
+
+static void ctx_wake_drain(struct ferryi_poll_handle *h, uint32_t events)
+{
+	uint64_t v;
+	(void)events;
+	while (read(h->fd, &v, sizeof(v)) < 0 && errno == EINTR)
+		;
+}
+
+void ferryi_ctx_wake(struct ferry_ctx *ctx)
+{
+	uint64_t one = 1;
+	ssize_t r;
+	do
+		r = write(ctx->wake.fd, &one, sizeof(one));
+	while (r < 0 && errno == EINTR);
+}
+
+/* ------------------------------------------------------------------ progress */
+
+int ferryi_progress_locked(struct ferry_ctx *ctx)
+{
+	struct epoll_event evs[64];
+	int n, events = 0;
+
+	ferryi_ctx_assert_locked(ctx);
+	do {
+		n = epoll_wait(ctx->epfd, evs, (int)FERRYI_ARRAY_LEN(evs), 0);
+		for (int i = 0; i < n; i++) {
+			struct ferryi_poll_handle *h = evs[i].data.ptr;
+			h->fn(h, evs[i].events);
+		}
+		events += n > 0 ? n : 0;
+	} while (n == (int)FERRYI_ARRAY_LEN(evs));
+	for (int i = 0; i < ctx->nprovs; i++)
+		if (ctx->provs[i]->prov->progress)
+			events += ctx->provs[i]->prov->progress(ctx->provs[i]);
+	ferryi_timers_run(ctx);
+	ferryi_process_closes(ctx);
+	/* Keep the exported fd readable while completions wait to be polled. */
+	if (atomic_load_explicit(&ctx->fd_exported, memory_order_relaxed) &&
+	    ferryi_cqs_nonempty(ctx))
+		ferryi_ctx_wake(ctx);
+	return events;
+}
+
+void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq)
+{
+	struct epoll_event ev;
+	uint64_t next;
+
+	ferryi_ctx_lock(ctx);
+	next = ferryi_timers_next(ctx);
+	ferryi_ctx_unlock(ctx);
+	if (next != UINT64_MAX) {
+		int t = ferryi_ms_until(ctx, next);
+		if (timeout_ms < 0 || t < timeout_ms)
+			timeout_ms = t;
+	}
+	if (timeout_ms == 0)
+		return;
+	/* Count ourselves before looking at the queue: a push after the look wakes us. */
+	atomic_fetch_add(&ctx->sleepers, 1);
+	if (!cq || !ferryi_cq_count(cq))
+		(void)epoll_wait(ctx->epfd, &ev, 1, timeout_ms);
+	atomic_fetch_sub(&ctx->sleepers, 1);
+}
+
+int ferry_progress(struct ferry_ctx *ctx)
+{
+	if (!ctx)
+		return FERRY_EINVAL;
+	ferryi_ctx_lock(ctx);
+	int n = ferryi_progress_locked(ctx);
+	ferryi_ctx_unlock(ctx);
+	return n;
+}
+
+int ferry_ctx_fd(struct ferry_ctx *ctx)
+{
+	if (!ctx)
+		return FERRY_EINVAL;
+	atomic_store(&ctx->fd_exported, true);
+	return ctx->epfd;
+}
+
+static void *ctx_progress_thread(void *arg)
+{
+	struct ferry_ctx *ctx = arg;
+	while (!atomic_load(&ctx->progress_stop)) {
+		ferry_progress(ctx);
+		ferryi_ctx_sleep(ctx, 100, NULL);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ deferred callbacks */
+
+void ferryi_defer_event(struct ferry_ctx *ctx, struct ferry_ep *ep, enum ferry_event_type type,
+			int status, const char *detail)
+{
+	if (!ctx->cfg.event_fn || ctx->destroying)
+		return;
+	struct ferryi_deferred *d = calloc(1, sizeof(*d));
+	if (!d)
+		return;
+	d->kind = FERRYI_DEFER_EVENT;
+	d->ep = ep;
+	if (ep)
+		ferryi_ep_ref(ep);
+	d->ev.type = type;
+	d->ev.status = status;
+	snprintf(d->detail, sizeof(d->detail), "%s", detail ? detail : "");
+	ferryi_list_push_back(&ctx->deferred, &d->link);
+}
+
+/* ------------------------------------------------------------------ providers */
+
+struct ferryi_prov_inst *ferryi_ctx_inst_by_scheme(struct ferry_ctx *ctx, const char *scheme)
+{
+	for (int i = 0; i < ctx->nprovs; i++)
+		if (ctx->provs[i]->prov->scheme_match(scheme))
+			return ctx->provs[i];
+	return NULL;
+}
+
+static bool ctx_provider_allowed(const struct ferry_ctx *ctx, const char *name)
+{
+	const char *f = ctx->providers_filter;
+	size_t n = strlen(name);
+	if (!f[0])
+		return true;
+	while (*f) {
+		while (*f == ',' || *f == ' ')
+			f++;
+		size_t len = strcspn(f, ", ");
+		if (len == n && strncmp(f, name, n) == 0)
+			return true;
+		f += len;
+	}
+	return false;
+}
+
+void ferryi_local_info(const struct ferry_ctx *ctx, struct ferryi_peer_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->version = FERRYI_PROTO_VERSION;
+	out->features = ctx->cfg.probe_interval_ms ? FERRYI_FEAT_PROBES : 0;
+#ifdef FERRY_HAVE_ZSTD
+	if (ctx->cfg.compress != FERRY_COMPRESS_OFF)
+		out->features |= FERRYI_FEAT_ZSTD;
+#endif
+	out->idle_timeout_ms = ctx->cfg.idle_timeout_s * 1000u;
+	out->probe_interval_ms = ctx->cfg.probe_interval_ms;
+	out->max_frame = ctx->cfg.max_frame;
+	out->eager_max = ctx->cfg.eager_max;
+}
+
+uint64_t ferryi_ctx_random(struct ferry_ctx *ctx)
+{
+	if (ctx->rand_left == 0) {
+		for (unsigned i = 0; i < FERRYI_ARRAY_LEN(ctx->rand_pool); i++)
+			ctx->rand_pool[i] = ferryi_random64();
+		ctx->rand_left = FERRYI_ARRAY_LEN(ctx->rand_pool);
+	}
+	uint64_t v = ctx->rand_pool[--ctx->rand_left];
+	ctx->rand_pool[ctx->rand_left] = 0;
+	return v;
+}
+
+/* ------------------------------------------------------------------ create / destroy */
+
+static void ctx_close_providers(struct ferry_ctx *ctx)
+{
+	for (int i = ctx->nprovs - 1; i >= 0; i--) {
+		ctx->provs[i]->prov->inst_fini(ctx->provs[i]);
+		free(ctx->provs[i]);
+		ctx->provs[i] = NULL;
+	}
+	ctx->nprovs = 0;
+}
+
+static int ctx_open_providers(struct ferry_ctx *ctx)
+{
+	int count;
+	const struct ferryi_provider *const *all = ferryi_providers(&count);
+
+	for (int i = 0; i < count && ctx->nprovs < FERRYI_MAX_PROVS; i++) {
+		const struct ferryi_provider *p = all[i];
+		if (!ctx_provider_allowed(ctx, p->name)) {
+			FERRYI_INFO(ctx, "provider %s: skipped by FERRY_PROVIDERS=%s", p->name,
+				    ctx->providers_filter);
+			continue;
+		}
+		struct ferryi_prov_inst *pi = calloc(1, sizeof(*pi) + p->inst_size);
+		if (!pi)
+			return FERRY_ENOMEM;
+		pi->prov = p;
+		pi->ctx = ctx;
+		pi->index = ctx->nprovs;
+		int rc = p->inst_init(pi);
+		if (rc < 0) {
+			FERRYI_INFO(ctx, "provider %s: not available: %s", p->name,
+				    ferry_strerror(rc));
+			free(pi);
+			continue;
+		}
+		ctx->provs[ctx->nprovs++] = pi;
+		FERRYI_DBG(ctx, "provider %s: open", p->name);
+	}
+	return ctx->nprovs > 0 ? 0 : FERRY_ENODEV;
+}
+
+int ferry_ctx_create(const struct ferry_config *cfg, struct ferry_ctx **out)
+{
+	struct ferry_ctx *ctx;
+	int rc;
+
+	if (!out)
+		return FERRY_EINVAL;
+	*out = NULL;
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return FERRY_ENOMEM;
+	if (cfg)
+		ctx->cfg = *cfg;
+	else
+		ferry_config_init(&ctx->cfg);
+	ctx->epfd = -1;
+	ctx->wake.fd = -1;
+	(void)ferry_config_from_env(&ctx->cfg); /* bad values are logged and ignored */
+	if (ctx->cfg.providers) {
+		snprintf(ctx->providers_filter, sizeof(ctx->providers_filter), "%s",
+			 ctx->cfg.providers);
+		ctx->cfg.providers = ctx->providers_filter;
+	}
+	pthread_mutex_init(&ctx->lock, NULL);
+	ferryi_list_init(&ctx->cqs);
+	ferryi_list_init(&ctx->listeners);
+	ferryi_list_init(&ctx->eps);
+	ferryi_list_init(&ctx->mrs);
+	ferryi_list_init(&ctx->rkeys);
+	ferryi_list_init(&ctx->deferred);
+	ferryi_list_init(&ctx->closing);
+	ferryi_list_init(&ctx->pool);
+	ferryi_hmap_init(&ctx->mr_by_key);
+	ferryi_list_init(&ctx->idle_lru);
+	ferryi_list_init(&ctx->probe_lru);
+
+	rc = ferryi_config_check(&ctx->cfg);
+	if (rc < 0)
+		goto err_free;
+
+	ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
+	ctx->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (ctx->epfd < 0 || ctx->wake.fd < 0) {
+		rc = -errno;
+		FERRYI_ERR(ctx, "epoll/eventfd: %s", strerror(errno));
+		goto err_fds;
+	}
+	ctx->wake.events = EPOLLIN;
+	ctx->wake.fn = ctx_wake_drain;
+	rc = ferryi_poll_add(ctx, &ctx->wake);
+	if (rc < 0)
+		goto err_fds;
+
+	ctx->default_cq = calloc(1, sizeof(*ctx->default_cq));
+	if (!ctx->default_cq) {
+		rc = FERRY_ENOMEM;
+		goto err_fds;
+	}
+	rc = ferryi_cq_init(ctx, ctx->default_cq, true);
+	if (rc < 0) {
+		free(ctx->default_cq);
+		goto err_fds;
+	}
+
+	ferryi_ctx_lock(ctx);
+	rc = ctx_open_providers(ctx);
+	ferryi_ctx_unlock(ctx);
+	if (rc < 0) {
+		FERRYI_ERR(ctx, "no provider could open (FERRY_PROVIDERS=%s)",
+			   ctx->providers_filter[0] ? ctx->providers_filter : "all");
+		goto err_cq;
+	}
+
+	rc = ferryi_poller_start(ctx);
+	if (rc < 0)
+		goto err_provs;
+	if (ctx->cfg.progress_thread) {
+		if (pthread_create(&ctx->progress_thread, NULL, ctx_progress_thread, ctx) != 0) {
+			rc = FERRY_ENOMEM;
+			FERRYI_ERR(ctx, "cannot start the progress thread");
+			ferryi_poller_stop(ctx);
+			goto err_provs;
+		}
+		ctx->progress_thread_on = true;
+	}
+	*out = ctx;
+	return 0;
+
+err_provs:
+	ferryi_ctx_lock(ctx);
+	ctx_close_providers(ctx);
+	ferryi_ctx_unlock(ctx);
+err_cq:
+	ferryi_cq_free(ctx->default_cq);
+err_fds:
+	if (ctx->wake.fd >= 0)
+		close(ctx->wake.fd);
+	if (ctx->epfd >= 0)
+		close(ctx->epfd);
+err_free:
+	ferryi_hmap_fini(&ctx->mr_by_key);
+	pthread_mutex_destroy(&ctx->lock);
+	free(ctx);
+	return rc;
+}
+
+void ferry_ctx_destroy(struct ferry_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	if (ctx->progress_thread_on) {
+		atomic_store(&ctx->progress_stop, true);
+		ferryi_ctx_wake(ctx);
+		pthread_join(ctx->progress_thread, NULL);
+	}
+	ferryi_poller_stop(ctx);
+
+	ferryi_ctx_lock(ctx);
+	/* Callbacks queued before destroy still run; none are queued after. */
+	ferryi_ctx_unlock(ctx);
+	ferryi_ctx_lock(ctx);
+	ctx->destroying = true;
+	ferryi_listeners_fini(ctx);
+
+	struct ferryi_list_node *n, *t;
+	ferryi_list_foreach_safe(&ctx->eps, n, t) {
+		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, ctx_link);
+		ferryi_ep_begin_close(ep, FERRY_ECANCELED, false, FERRY_EVENT_EP_CLOSED,
+				      "context destroyed");
+	}
+	ferryi_process_closes(ctx);
+
+	/* Hardware providers return flushed work asynchronously: give them a bounded time. */
+	uint64_t deadline = ferryi_now_ns(ctx) + 5000000000ull;
+	for (;;) {
+		bool pending = false;
+		ferryi_list_foreach_safe(&ctx->eps, n, t) {
+			struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, ctx_link);
+			if (!ep->provider_gone)
+				pending = true;
+		}
+		if (!pending || ferryi_now_ns(ctx) > deadline)
+			break;
+		ferryi_progress_locked(ctx);
+		ferryi_ctx_unlock(ctx);
+		ferryi_ctx_sleep(ctx, 10, NULL);
+		ferryi_ctx_lock(ctx);
+	}
+
+	ferryi_ops_fini(ctx);
+	/* Completions nobody polled give back their endpoint references. */
+	ferryi_list_foreach_safe(&ctx->cqs, n, t) {
+		struct ferry_cq *cq = ferryi_container_of(n, struct ferry_cq, ctx_link);
+		ferryi_cq_discard_all(cq);
+	}
+	ferryi_rkeys_fini(ctx);
+	/* Endpoints the user still holds are freed with the context. */
+	ferryi_list_foreach_safe(&ctx->eps, n, t) {
+		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, ctx_link);
+		if (!ep->provider_gone)
+			FERRYI_WARN(ctx, "endpoint to %s: provider did not release it in time",
+				    ep->peer);
+		ferryi_list_remove(&ep->ctx_link);
+		free(ep);
+	}
+	ferryi_mrs_fini(ctx);
+	ctx_close_providers(ctx);
+	ferryi_list_foreach_safe(&ctx->cqs, n, t) {
+		struct ferry_cq *cq = ferryi_container_of(n, struct ferry_cq, ctx_link);
+		ferryi_cq_free(cq);
+	}
+	ferryi_list_foreach_safe(&ctx->deferred, n, t) {
+		ferryi_list_remove(n);
+		free(ferryi_container_of(n, struct ferryi_deferred, link));
+	}
+	ferryi_timers_fini(ctx);
+	ctx->locked = false;
+	pthread_mutex_unlock(&ctx->lock);
+
+	ferryi_hmap_fini(&ctx->mr_by_key);
+	close(ctx->wake.fd);
+	close(ctx->epfd);
+	pthread_mutex_destroy(&ctx->lock);
+	free(ctx);
+}

@@ -1,0 +1,443 @@
+/*
+ * core.h - internal core objects and the upcalls providers use.
+ *
+ * Locking: one mutex per context (ctx->lock) guards every object of the context:
+ * endpoints, ops, listeners, regions, timers and the provider instances. Provider ops
+ * and upcalls run under it. Completion queues have their own leaf lock so that users
+ * can take completions while another thread drives progress. User callbacks are
+ * deferred and run after the context lock is dropped (ferryi_ctx_unlock runs them).
+ *
+ * Lifetimes: endpoints and regions are reference counted. The context lock protects the
+ * counts' transitions to zero; a zero count never frees in place under a provider's
+ * feet: the ep is freed only after its provider said ferryi_ep_gone().
+ */
+#ifndef FERRY_LIB_CORE_H
+#define FERRY_LIB_CORE_H
+
+#include "ferry/ferry.h"
+#include "provider.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/uio.h>
+
+#define FERRYI_MAX_PROVS 8
+#define FERRYI_URI_MAX 320
+#define FERRYI_RX_INLINE 512
+
+/* ------------------------------------------------------------------ logging (log.c) */
+
+void ferryi_log(const struct ferry_ctx *ctx, enum ferry_log_level lvl, const char *fmt,
+		...) __attribute__((format(printf, 3, 4)));
+enum ferry_log_level ferryi_log_level(const struct ferry_ctx *ctx);
+int ferryi_log_parse(const char *s, enum ferry_log_level *out);
+
+#define FERRYI_LOG(ctx, lvl, ...)                                                    \
+	do {                                                                         \
+		if ((lvl) <= ferryi_log_level(ctx))                                  \
+			ferryi_log((ctx), (lvl), __VA_ARGS__);                       \
+	} while (0)
+#define FERRYI_ERR(ctx, ...) FERRYI_LOG(ctx, FERRY_LOG_ERROR, __VA_ARGS__)
+#define FERRYI_WARN(ctx, ...) FERRYI_LOG(ctx, FERRY_LOG_WARN, __VA_ARGS__)
+#define FERRYI_INFO(ctx, ...) FERRYI_LOG(ctx, FERRY_LOG_INFO, __VA_ARGS__)
+#define FERRYI_DBG(ctx, ...) FERRYI_LOG(ctx, FERRY_LOG_DEBUG, __VA_ARGS__)
+#define FERRYI_TRACE(ctx, ...) FERRYI_LOG(ctx, FERRY_LOG_TRACE, __VA_ARGS__)
+
+/* ------------------------------------------------------------------ addresses (addr.c) */
+
+struct ferryi_addr {
+	char scheme[32];          /* "tcp", "verbs", "ofi+shm", "auto"               */
+	char host[256];           /* name or numeric; IPv6 without brackets          */
+	uint16_t port;
+	char uri[FERRYI_URI_MAX]; /* normalised "scheme://host:port" ([v6] bracketed) */
+};
+
+/* Parses one URI. Returns 0 or FERRY_EINVAL (logged at debug level). */
+int ferryi_addr_parse(const char *uri, struct ferryi_addr *out);
+/* Splits a comma-separated list; returns the count (<= max) or FERRY_EINVAL. */
+int ferryi_addr_parse_list(const char *uris, struct ferryi_addr *out, int max);
+/*
+ * Resolves host:port for sockets (getaddrinfo, numeric or by name). passive: for
+ * bind (empty host or "*" = wildcard). Returns 0, FERRY_EHOSTUNREACH, FERRY_EINVAL.
+ */
+struct sockaddr_storage;
+int ferryi_addr_resolve(const struct ferryi_addr *a, int passive,
+			struct sockaddr_storage *ss, unsigned *sslen);
+/* Formats a socket address as "scheme://host:port". */
+int ferryi_addr_format(const char *scheme, const struct sockaddr_storage *ss,
+		       char *buf, size_t len);
+
+/* ------------------------------------------------------------------ config (config.c) */
+
+/* Validates a config: returns 0 or FERRY_EINVAL with the offending field logged. */
+int ferryi_config_check(const struct ferry_config *cfg);
+
+/* ------------------------------------------------------------------ time and timers */
+
+uint64_t ferryi_now_ns(const struct ferry_ctx *ctx); /* monotonic, or the test clock */
+
+struct ferryi_timer {
+	uint64_t due_ns;
+	uint64_t seq;                           /* tie-break: arming order      */
+	uint32_t heap_idx;                      /* UINT32_MAX when not armed    */
+	void (*fn)(struct ferryi_timer *t);     /* runs under ctx lock          */
+};
+
+void ferryi_timer_init(struct ferryi_timer *t, void (*fn)(struct ferryi_timer *));
+void ferryi_timer_arm(struct ferry_ctx *ctx, struct ferryi_timer *t, uint64_t due_ns);
+void ferryi_timer_cancel(struct ferry_ctx *ctx, struct ferryi_timer *t);
+static inline bool ferryi_timer_armed(const struct ferryi_timer *t)
+{
+	return t->heap_idx != UINT32_MAX;
+}
+
+/* ------------------------------------------------------------------ poll handles */
+
+/* A file descriptor a provider wants events for; embedded in provider state. */
+struct ferryi_poll_handle {
+	int fd;
+	uint32_t events;                                   /* EPOLLIN | EPOLLOUT ... */
+	void (*fn)(struct ferryi_poll_handle *h, uint32_t events); /* under ctx lock */
+};
+
+int ferryi_poll_add(struct ferry_ctx *ctx, struct ferryi_poll_handle *h);
+int ferryi_poll_mod(struct ferry_ctx *ctx, struct ferryi_poll_handle *h, uint32_t events);
+void ferryi_poll_del(struct ferry_ctx *ctx, struct ferryi_poll_handle *h);
+
+/* ------------------------------------------------------------------ provider instances */
+
+struct ferryi_prov_inst {
+	const struct ferryi_provider *prov;
+	struct ferry_ctx *ctx;
+	int index;                   /* position in ctx->provs                      */
+	struct ferry_stats stats;    /* updated under ctx lock                      */
+	max_align_t priv[];          /* prov->inst_size bytes                       */
+};
+
+static inline void *ferryi_inst_priv(struct ferryi_prov_inst *pi) { return pi->priv; }
+
+/* ------------------------------------------------------------------ core messages */
+
+enum ferryi_msg_type {
+	FERRYI_MSG_EAGER = 1,   /* user message; tag = user tag                           */
+	FERRYI_MSG_RTS,         /* rendezvous announce; payload = struct ferryi_rts + key */
+	FERRYI_MSG_FIN,         /* rendezvous finish; aux = sender op id, tag = status   */
+	FERRYI_MSG_PROBE,       /* health probe; aux = probe sequence                    */
+	FERRYI_MSG_PROBE_ACK,   /* answer; aux = probe sequence                          */
+	FERRYI_MSG_GOODBYE,     /* the peer closes or reaps; tag = reason (status)       */
+	FERRYI_MSG_MAX_,
+};
+
+/* Carried losslessly by every provider with each message. */
+struct ferryi_msg {
+	uint8_t type;   /* enum ferryi_msg_type */
+	uint8_t flags;  /* FERRYI_MSGF_*        */
+	uint64_t tag;
+	uint64_t aux;
+};
+
+enum ferryi_msg_flags {
+	FERRYI_MSGF_COMPRESSED = 1u << 0, /* payload is a zstd frame (negotiated)        */
+};
+
+/* What each side advertises in its provider's handshake. */
+struct ferryi_peer_info {
+	uint32_t version;           /* ferry protocol version                          */
+	uint32_t features;          /* FERRYI_FEAT_*                                   */
+	uint32_t idle_timeout_ms;   /* 0 = never reaps                                 */
+	uint32_t probe_interval_ms;
+	uint64_t max_frame;         /* largest message / one-sided transfer accepted   */
+	uint64_t eager_max;         /* largest eager payload accepted                  */
+};
+
+enum ferryi_features {
+	FERRYI_FEAT_ZSTD = 1u << 0,
+	FERRYI_FEAT_PROBES = 1u << 1,
+};
+
+#define FERRYI_PROTO_VERSION 1
+
+/* Fills what this context advertises. */
+void ferryi_local_info(const struct ferry_ctx *ctx, struct ferryi_peer_info *out);
+
+/* ------------------------------------------------------------------ operations */
+
+/*
+ * One posted operation, user-visible or internal. Allocated from the context's slot
+ * table: its wire id (ferryi_op_id) is slot | generation << 32 and is looked up with
+ * ferryi_op_find(), so an id from the wire is never trusted as a pointer.
+ */
+struct ferryi_op {
+	struct ferryi_list_node link;      /* ep->ops (every op in flight)          */
+	struct ferryi_list_node qlink;     /* owner's queue: recv list, provider tx */
+	uint32_t slot, gen;
+	enum ferry_op_type type;           /* user-visible type                      */
+	bool internal;                     /* not reported on a cq: done_fn instead   */
+	bool provider_owned;               /* handed to the provider, not yet done   */
+	bool completed;
+	struct ferry_ep *ep;               /* held while the op lives                 */
+	struct ferry_cq *cq;
+	void *user_ctx;
+	void (*done_fn)(struct ferryi_op *op, int status); /* internal ops            */
+	struct ferryi_msg msg;             /* send: what the provider transmits       */
+	void *buf;                         /* payload (user buffer or internal)       */
+	uint64_t len;
+	uint64_t tag, tag_mask;            /* recv                                    */
+	uint64_t xfer;                     /* bytes moved, reported as len            */
+	struct ferry_mr *mr;               /* local region (held) or NULL             */
+	struct ferry_rkey *rkey;           /* remote region (held) or NULL            */
+	uint64_t remote_offset;
+	unsigned flags;                    /* FERRY_OP_*                              */
+	struct ferryi_timer deadline;
+	bool mr_internal;                  /* op->mr was registered for this op only  */
+	bool receiving;                    /* recv: a provider is writing its buffer   */
+	/* rendezvous */
+	struct ferryi_op *rndv_peer;       /* recv <-> its internal read, either way   */
+	uint64_t rndv_remote_id;           /* receiver: the sender's op id             */
+	struct ferry_mr *rndv_mr;          /* sender: its buffer, readable by the peer */
+	bool rndv_rts_done;                /* sender: the announce went out            */
+	bool rndv_fin;                     /* sender: the peer's finish arrived        */
+	int rndv_status;                   /* sender: status the finish carried        */
+	uint8_t rndv_pack[FERRY_RKEY_MAX + 32]; /* sender: the RTS payload             */
+	/* provider scratch: whatever the owning provider needs per op */
+	uint64_t prov[12];
+};
+
+static inline uint64_t ferryi_op_id(const struct ferryi_op *op)
+{
+	return (uint64_t)op->slot | ((uint64_t)op->gen << 32);
+}
+
+/*
+ * Looks up an op in flight on ep by its wire id. Returns NULL (and the caller treats
+ * the frame as a protocol error) when the id is unknown, stale or belongs to another
+ * endpoint.
+ */
+struct ferryi_op *ferryi_op_find(struct ferry_ep *ep, uint64_t id);
+
+/* The provider finished an op it owned: status 0 or a negative FERRY_E* code. */
+void ferryi_op_done(struct ferryi_op *op, int status);
+
+/* ------------------------------------------------------------------ endpoints */
+
+enum ferryi_ep_state {
+	FERRYI_EP_CONNECTING = 1, /* our connect, handshake not done       */
+	FERRYI_EP_ACCEPTING,      /* accepted socket/QP, handshake not done */
+	FERRYI_EP_CONNECTED,
+	FERRYI_EP_CLOSED,         /* closed or failed: ep->status says why  */
+};
+
+struct ferry_ep {
+	atomic_uint refs;                  /* user holds + ops + pool + accept queue   */
+	uint32_t holds;                    /* the user's pins (connect, accept, hold)  */
+	struct ferry_ctx *ctx;
+	struct ferryi_prov_inst *pi;
+	enum ferryi_ep_state state;
+	int status;                        /* 0, or why it is closed                   */
+	bool provider_gone;                /* provider released everything            */
+	bool pooled;                       /* in ctx->pool                             */
+	bool accepted;                     /* came from a listener                     */
+	bool user_closed;
+	uint64_t incarnation;              /* increases with every new connection      */
+	char peer[FERRYI_URI_MAX];         /* peer URI (as dialled / as accepted)      */
+	char pool_key[FERRYI_URI_MAX];     /* URI the pool knows it by                 */
+	struct ferryi_peer_info peer_info; /* valid once connected                     */
+	struct ferry_listener *listener;   /* accepted from (not held)                 */
+	struct ferryi_list_node ctx_link;  /* ctx->eps                                 */
+	struct ferryi_list_node pool_link; /* ctx->pool                                */
+	struct ferryi_list_node acceptq_link;
+	struct ferryi_list_node close_link; /* ctx->closing                            */
+	struct ferryi_list ops;            /* every op in flight                       */
+	struct ferryi_list recvs;          /* posted receives, in order                */
+	struct ferryi_list unexpected;     /* struct ferryi_uxmsg, in arrival order    */
+	uint64_t unexpected_bytes;
+	uint64_t last_rx_ns;               /* any traffic, for probes                  */
+	uint64_t last_use_ns;              /* user traffic, for idle reaping           */
+	struct ferryi_list_node idle_link; /* ctx->idle_lru, by last_use_ns            */
+	struct ferryi_list_node probe_link; /* ctx->probe_lru, by probe_base_ns        */
+	uint64_t probe_base_ns;            /* last input, or last probe sent           */
+	uint32_t probes_unanswered;
+	struct ferryi_timer connect_timer;
+	max_align_t priv[];                /* provider state: prov->ep_size bytes      */
+};
+
+static inline void *ferryi_ep_priv(struct ferry_ep *ep) { return ep->priv; }
+static inline struct ferry_ep *ferryi_ep_from_priv(void *priv)
+{
+	return (struct ferry_ep *)((char *)priv - offsetof(struct ferry_ep, priv));
+}
+
+/* Upcalls (ctx lock held). */
+
+/* The handshake finished on either side; info is the peer's advertisement. */
+void ferryi_ep_connected(struct ferry_ep *ep, const struct ferryi_peer_info *info);
+
+/*
+ * The connection failed (I/O error, protocol error, peer gone, handshake refused).
+ * The core logs why, fails every op (calling ep_close), leaves the pool and reports
+ * the event. Safe to call more than once and from inside any provider op.
+ */
+void ferryi_ep_failed(struct ferry_ep *ep, int status, const char *why);
+
+/* The provider has released every op and resource of ep (after ep_close). */
+void ferryi_ep_gone(struct ferry_ep *ep);
+
+/* Records input on ep (any input, probes included): the peer is alive. */
+void ferryi_ep_rx_activity(struct ferry_ep *ep);
+
+/*
+ * Whether the context admits new endpoints: 0, or FERRY_EDRAINING while draining.
+ * Providers call it when validating a peer's handshake and refuse with that status.
+ */
+int ferryi_ctx_admission(const struct ferry_ctx *ctx);
+
+/* ------------------------------------------------------------------ receive path */
+
+/* Where a message's payload goes; filled by ferryi_rx_begin. */
+struct ferryi_rx {
+	void *dst;                         /* NULL: read and discard the payload        */
+	uint64_t len;                      /* payload length announced by the peer      */
+	struct ferryi_msg msg;
+	struct ferryi_op *recv;            /* matched receive, if any (core's)          */
+	void *ux;                          /* unexpected buffer, if any (core's)        */
+	int status;                        /* error the matched receive will get        */
+	uint8_t inline_buf[FERRYI_RX_INLINE]; /* control payloads land here            */
+};
+
+/*
+ * A message header arrived. The core matches it and sets rx->dst: a posted receive's
+ * buffer, an unexpected-queue buffer, rx->inline_buf, or NULL (discard). Returns 0, or
+ * a negative code when the message is a protocol violation or over a limit: the core
+ * has logged it and the provider must fail the endpoint with that code.
+ */
+int ferryi_rx_begin(struct ferry_ep *ep, const struct ferryi_msg *msg, uint64_t len,
+		    struct ferryi_rx *rx);
+/* The payload is complete in rx->dst (status 0) or could not be read (< 0). */
+void ferryi_rx_end(struct ferry_ep *ep, struct ferryi_rx *rx, int status);
+/* Both at once, for providers that have the whole message in memory already. */
+int ferryi_rx_msg(struct ferry_ep *ep, const struct ferryi_msg *msg, const void *data,
+		  uint64_t len);
+
+/* ------------------------------------------------------------------ memory regions */
+
+struct ferry_mr {
+	struct ferry_ctx *ctx;
+	atomic_uint refs;               /* the user's registration + ops using it       */
+	void *addr;
+	size_t len;
+	unsigned access;                /* FERRY_ACCESS_*                               */
+	uint64_t key;                   /* random 64-bit: unguessable region id         */
+	uint32_t generation;            /* changes with every registration              */
+	bool dead;                      /* deregistered: refused to peers               */
+	bool internal;                  /* registered by the core (rendezvous, cache)   */
+	uint32_t remote_users;          /* peer transfers in progress (target side)     */
+	struct ferryi_list users;       /* struct ferryi_mr_use of those transfers      */
+	struct ferryi_hnode hnode;      /* ctx->mr_by_key                               */
+	struct ferryi_list_node ctx_link;
+	void *prov_priv[FERRYI_MAX_PROVS]; /* per provider instance, mr_size bytes each */
+};
+
+static inline void *ferryi_mr_priv(const struct ferry_mr *mr, const struct ferryi_prov_inst *pi)
+{
+	return mr->prov_priv[pi->index];
+}
+
+/*
+ * Target side of a one-sided operation from a peer: looks up the region by key and
+ * checks access and bounds. On success *ptr is the first byte and the region is held
+ * (registered as in use by ep through use) until ferryi_mr_remote_put(use). Errors:
+ * FERRY_EBADKEY (unknown or deregistered key), FERRY_EACCES, FERRY_ERANGE; each
+ * refusal is logged and counted. Deregistration waits for outstanding uses, and after
+ * the handshake timeout fails the endpoints still holding one.
+ */
+struct ferryi_mr_use {
+	struct ferryi_list_node link;
+	struct ferry_mr *mr;
+	struct ferry_ep *ep;
+};
+int ferryi_mr_remote_get(struct ferry_ep *ep, uint64_t key, uint64_t offset,
+			 uint64_t len, unsigned access, struct ferryi_mr_use *use,
+			 void **ptr);
+void ferryi_mr_remote_put(struct ferryi_mr_use *use);
+
+/* Checks [offset, offset+len) against a region length without overflow. */
+static inline bool ferryi_range_ok(uint64_t region_len, uint64_t offset, uint64_t len)
+{
+	return offset <= region_len && len <= region_len - offset;
+}
+
+/* ------------------------------------------------------------------ remote keys */
+
+struct ferryi_rkey_ent {
+	uint8_t prov_id;
+	uint16_t len;
+	const uint8_t *key;             /* points into the rkey's blob copy */
+};
+
+struct ferry_rkey {
+	struct ferry_ctx *ctx;
+	atomic_uint refs;               /* the user + ops using it                    */
+	uint64_t region_len;
+	uint64_t region_key;
+	uint32_t generation;
+	unsigned access;
+	int nent;
+	struct ferryi_rkey_ent ent[FERRYI_MAX_PROVS];
+	struct ferryi_list_node ctx_link;
+	size_t blob_len;
+	uint8_t blob[];
+};
+
+/* The key bytes for one provider, or NULL if the blob has none for it. */
+const void *ferryi_rkey_key(const struct ferry_rkey *rk, enum ferryi_provider_id id,
+			    size_t *len);
+
+/* Decoding an rkey blob without a context (for the fuzzer and unit tests). */
+int ferryi_rkey_decode(const void *blob, size_t len, struct ferry_rkey *out_hdr);
+
+/* ------------------------------------------------------------------ listeners */
+
+struct ferryi_listener_part {
+	struct ferry_listener *listener;
+	struct ferryi_prov_inst *pi;
+	char uri[FERRYI_URI_MAX];
+	max_align_t priv[];             /* prov->listener_size bytes */
+};
+
+static inline void *ferryi_lp_priv(struct ferryi_listener_part *lp) { return lp->priv; }
+
+/*
+ * An incoming connection on lp: creates its endpoint (state ACCEPTING, provider state
+ * zeroed) or returns NULL when a limit refuses it (logged; the provider drops the
+ * connection). peer_uri is the remote address as "scheme://host:port".
+ */
+struct ferry_ep *ferryi_ep_accepted(struct ferryi_listener_part *lp, const char *peer_uri);
+
+/* ------------------------------------------------------------------ context */
+
+/* Runs with no lock after ferryi_ctx_unlock: user callbacks queued under the lock. */
+struct ferryi_deferred {
+	struct ferryi_list_node link;
+	enum { FERRYI_DEFER_EVENT, FERRYI_DEFER_ACCEPT } kind;
+	struct ferry_ep *ep;            /* held                  */
+	struct ferry_listener *listener;
+	struct ferry_event ev;
+	char detail[160];
+};
+
+void ferryi_ctx_lock(struct ferry_ctx *ctx);
+void ferryi_ctx_unlock(struct ferry_ctx *ctx); /* also runs deferred callbacks */
+void ferryi_ctx_assert_locked(const struct ferry_ctx *ctx);
+
+/* Wakes threads sleeping in ferry_cq_wait/ferry_connect and makes the ctx fd readable. */
+void ferryi_ctx_wake(struct ferry_ctx *ctx);
+
+/* Stats of a provider instance, for the provider's own counters. */
+static inline struct ferry_stats *ferryi_stats(struct ferryi_prov_inst *pi)
+{
+	return &pi->stats;
+}
+
+#endif /* FERRY_LIB_CORE_H */

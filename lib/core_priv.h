@@ -1,0 +1,192 @@
+/*
+ * core_priv.h - state private to the core (the lib/ sources). Providers never include this.
+ */
+#ifndef FERRY_LIB_CORE_PRIV_H
+#define FERRY_LIB_CORE_PRIV_H
+
+#include "core.h"
+
+#include <pthread.h>
+
+struct ferryi_cqe {
+	struct ferry_completion c;   /* c.ep holds a reference until polled */
+	struct ferryi_prov_inst *pi; /* whose stats count it                */
+};
+
+struct ferry_cq {
+	struct ferry_ctx *ctx;
+	pthread_mutex_t lock;        /* leaf lock: ring and counts           */
+	struct ferryi_cqe *ring;
+	uint32_t cap, head, count;
+	uint32_t reserved;           /* posted ops that will report here     */
+	bool is_default;
+	struct ferryi_list_node ctx_link;
+};
+
+struct ferry_listener {
+	struct ferry_ctx *ctx;
+	struct ferry_listen_attr attr;
+	bool closed;
+	uint32_t live;               /* endpoints accepted and not yet freed */
+	struct ferryi_list acceptq;  /* connected eps waiting for accept()   */
+	uint32_t acceptq_len;
+	struct ferryi_list_node ctx_link;
+	char addr[4 * FERRYI_URI_MAX];
+	int nparts;
+	struct ferryi_listener_part *parts[FERRYI_MAX_PROVS * 2];
+};
+
+/* An unmatched incoming message: eager payload or rendezvous announcement. */
+struct ferryi_uxmsg {
+	struct ferryi_list_node link;
+	uint8_t type;                /* FERRYI_MSG_EAGER or FERRYI_MSG_RTS    */
+	bool complete;               /* payload fully received                */
+	uint64_t tag;
+	uint64_t len;                /* message length                        */
+	struct ferryi_op *waiting;   /* recv matched while payload in flight  */
+	/* RTS */
+	uint64_t sender_id;
+	struct ferry_rkey *rkey;
+	uint64_t charge;             /* bytes counted against the budget      */
+	max_align_t data[];          /* eager payload                         */
+};
+
+struct ferry_ctx {
+	pthread_mutex_t lock;
+	pthread_t lock_owner;
+	bool locked;
+	struct ferry_config cfg;
+	char providers_filter[256];
+	struct ferryi_prov_inst *provs[FERRYI_MAX_PROVS];
+	int nprovs;
+
+	int epfd;                          /* every provider fd + wake_fd       */
+	struct ferryi_poll_handle wake;    /* eventfd                           */
+	atomic_int sleepers;               /* threads in epoll_wait             */
+	atomic_bool fd_exported;           /* user asked for ferry_ctx_fd()     */
+
+	struct ferry_cq *default_cq;
+	struct ferryi_list cqs, listeners, eps, mrs, rkeys;
+	struct ferryi_list deferred;       /* user callbacks to run unlocked    */
+	struct ferryi_list closing;        /* eps whose teardown is pending     */
+	struct ferryi_list pool;           /* pooled eps, least recently used first */
+	uint32_t pool_count;
+	uint32_t ep_count;                 /* endpoint objects alive            */
+	uint32_t handshaking;              /* endpoints connecting or accepting */
+	struct ferryi_hmap mr_by_key;
+	uint32_t mr_generation;
+	uint64_t incarnation;
+
+	/* op slot table: an op's wire id indexes it */
+	struct ferryi_op **slots;
+	uint32_t nslots, slots_cap;
+	uint32_t *free_slots;
+	uint32_t nfree;
+	struct ferryi_op *op_cache;        /* freed ops, linked through rndv_peer */
+	uint32_t op_cache_len;
+
+	/* timer min-heap */
+	struct ferryi_timer **heap;
+	uint32_t heap_len, heap_cap;
+	uint64_t timer_seq;
+	uint64_t (*clock_fn)(void *arg);   /* test hook: fake clock             */
+	void *clock_arg;
+
+	/* random pool for region keys */
+	uint64_t rand_pool[64];
+	unsigned rand_left;
+
+	/* poller thread: idle reaping and health probes over intrusive LRU lists */
+	struct ferryi_list idle_lru;       /* connected eps, least recently used first */
+	struct ferryi_list probe_lru;      /* connected eps, longest silent first      */
+	pthread_cond_t poller_cond;
+	pthread_t poller;
+	bool poller_on, poller_stop;
+	uint64_t poller_due_ns;            /* when the poller sleeps until             */
+	bool draining;
+
+	bool destroying;
+	bool progress_thread_on;
+	pthread_t progress_thread;
+	atomic_bool progress_stop;
+};
+
+/* context.c */
+int ferryi_progress_locked(struct ferry_ctx *ctx);
+/* Sleeps in epoll until an fd is ready or timeout; call without the lock. */
+void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq);
+int ferryi_ms_until(struct ferry_ctx *ctx, uint64_t deadline_ns);
+struct ferryi_prov_inst *ferryi_ctx_inst_by_scheme(struct ferry_ctx *ctx, const char *scheme);
+void ferryi_defer_event(struct ferry_ctx *ctx, struct ferry_ep *ep, enum ferry_event_type type,
+			int status, const char *detail);
+uint64_t ferryi_ctx_random(struct ferry_ctx *ctx);
+
+/* timer.c */
+void ferryi_timers_run(struct ferry_ctx *ctx);
+uint64_t ferryi_timers_next(struct ferry_ctx *ctx); /* UINT64_MAX if none */
+void ferryi_timers_fini(struct ferry_ctx *ctx);
+
+/* endpoint.c */
+struct ferry_ep *ferryi_ep_alloc(struct ferry_ctx *ctx, struct ferryi_prov_inst *pi,
+				 enum ferryi_ep_state state, const char *peer);
+void ferryi_ep_ref(struct ferry_ep *ep);
+void ferryi_ep_unref(struct ferry_ep *ep);
+void ferryi_ep_begin_close(struct ferry_ep *ep, int status, bool graceful,
+			   enum ferry_event_type ev, const char *detail);
+void ferryi_process_closes(struct ferry_ctx *ctx);
+void ferryi_ep_drop_hold(struct ferry_ep *ep);
+
+/* msg.c: operations */
+struct ferryi_op *ferryi_op_alloc(struct ferry_ep *ep, enum ferry_op_type type,
+				  struct ferry_cq *cq, bool internal);
+void ferryi_op_complete(struct ferryi_op *op, int status);
+void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status);
+void ferryi_ops_fini(struct ferry_ctx *ctx);
+int ferryi_send_ctrl(struct ferry_ep *ep, uint8_t type, uint64_t tag, uint64_t aux);
+
+/* cq.c */
+int ferryi_cq_init(struct ferry_ctx *ctx, struct ferry_cq *cq, bool is_default);
+int ferryi_cq_reserve(struct ferry_cq *cq);
+void ferryi_cq_unreserve(struct ferry_cq *cq);
+void ferryi_cq_push(struct ferry_cq *cq, const struct ferry_completion *c,
+		    struct ferryi_prov_inst *pi);
+void ferryi_cq_discard_all(struct ferry_cq *cq);
+void ferryi_cq_free(struct ferry_cq *cq);
+bool ferryi_cqs_nonempty(struct ferry_ctx *ctx);
+uint32_t ferryi_cq_count(struct ferry_cq *cq);
+
+/* mr.c */
+int ferryi_mr_reg_locked(struct ferry_ctx *ctx, void *addr, size_t len, unsigned access,
+			 bool internal, struct ferry_mr **out);
+void ferryi_mr_dereg_locked(struct ferry_mr *mr);
+void ferryi_mr_ref(struct ferry_mr *mr);
+void ferryi_mr_unref(struct ferry_mr *mr);
+void ferryi_mrs_fini(struct ferry_ctx *ctx);
+
+/* rkey.c */
+int ferryi_mr_pack_locked(const struct ferry_mr *mr, void *buf, size_t *len);
+int ferryi_rkey_unpack_locked(struct ferry_ctx *ctx, const void *blob, size_t len,
+			      struct ferry_rkey **out);
+void ferryi_rkey_ref(struct ferry_rkey *rk);
+void ferryi_rkey_unref(struct ferry_rkey *rk);
+void ferryi_rkeys_fini(struct ferry_ctx *ctx);
+
+/* listener.c */
+void ferryi_listener_ep_connected(struct ferry_ep *ep);
+void ferryi_listener_ep_freed(struct ferry_ep *ep);
+void ferryi_listeners_fini(struct ferry_ctx *ctx);
+
+/* poller.c */
+int ferryi_poller_start(struct ferry_ctx *ctx);
+void ferryi_poller_stop(struct ferry_ctx *ctx);
+/* One pass of reaping and probing; returns when it next needs to run. */
+uint64_t ferryi_poller_tick(struct ferry_ctx *ctx);
+void ferryi_ep_track(struct ferry_ep *ep);   /* connected: join the LRU lists */
+void ferryi_ep_untrack(struct ferry_ep *ep); /* closed: leave them            */
+void ferryi_ep_touch_use(struct ferry_ep *ep);
+void ferryi_poller_kick(struct ferry_ctx *ctx);
+
+/* stats.c */
+#define FERRYI_STAT(ep_or_pi_stats, field, delta) ((ep_or_pi_stats)->field += (delta))
+
+#endif /* FERRY_LIB_CORE_PRIV_H */

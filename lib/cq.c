@@ -1,0 +1,191 @@
+/*
+ * cq.c - completion queues: a bounded ring per queue. Every user operation reserves
+ * its entry when posted, so pushing a completion never fails and never drops; a full
+ * queue makes new posts fail with FERRY_EAGAIN instead.
+ */
+#include "core_priv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int ferryi_cq_init(struct ferry_ctx *ctx, struct ferry_cq *cq, bool is_default)
+{
+	cq->ctx = ctx;
+	cq->cap = ctx->cfg.cq_size;
+	cq->ring = calloc(cq->cap, sizeof(*cq->ring));
+	if (!cq->ring)
+		return FERRY_ENOMEM;
+	pthread_mutex_init(&cq->lock, NULL);
+	cq->is_default = is_default;
+	ferryi_list_push_back(&ctx->cqs, &cq->ctx_link);
+	return 0;
+}
+
+int ferryi_cq_reserve(struct ferry_cq *cq)
+{
+	int rc = 0;
+	pthread_mutex_lock(&cq->lock);
+	if (cq->count + cq->reserved >= cq->cap)
+		rc = FERRY_EAGAIN;
+	else
+		cq->reserved++;
+	pthread_mutex_unlock(&cq->lock);
+	return rc;
+}
+
+void ferryi_cq_unreserve(struct ferry_cq *cq)
+{
+	pthread_mutex_lock(&cq->lock);
+	cq->reserved--;
+	pthread_mutex_unlock(&cq->lock);
+}
+
+void ferryi_cq_push(struct ferry_cq *cq, const struct ferry_completion *c,
+		    struct ferryi_prov_inst *pi)
+{
+	bool was_empty;
+	pthread_mutex_lock(&cq->lock);
+	was_empty = cq->count == 0;
+	struct ferryi_cqe *e = &cq->ring[(cq->head + cq->count) % cq->cap];
+	e->c = *c;
+	e->pi = pi;
+	cq->count++;
+	cq->reserved--;
+	pthread_mutex_unlock(&cq->lock);
+	if (was_empty && (atomic_load(&cq->ctx->sleepers) ||
+			  atomic_load_explicit(&cq->ctx->fd_exported, memory_order_relaxed)))
+		ferryi_ctx_wake(cq->ctx);
+}
+
+/* Pops up to max entries; the caller holds the ctx lock (entries hold ep refs). */
+static int cq_pop_locked(struct ferry_cq *cq, struct ferry_completion *out, int max)
+{
+	int n = 0;
+	pthread_mutex_lock(&cq->lock);
+	while (n < max && cq->count > 0) {
+		out[n++] = cq->ring[cq->head].c;
+		cq->head = (cq->head + 1) % cq->cap;
+		cq->count--;
+	}
+	pthread_mutex_unlock(&cq->lock);
+	for (int i = 0; i < n; i++)
+		ferryi_ep_unref(out[i].ep); /* documented as borrowed from here on */
+	return n;
+}
+
+uint32_t ferryi_cq_count(struct ferry_cq *cq)
+{
+	pthread_mutex_lock(&cq->lock);
+	uint32_t n = cq->count;
+	pthread_mutex_unlock(&cq->lock);
+	return n;
+}
+
+bool ferryi_cqs_nonempty(struct ferry_ctx *ctx)
+{
+	struct ferryi_list_node *n, *t;
+	ferryi_list_foreach_safe(&ctx->cqs, n, t) {
+		struct ferry_cq *cq = ferryi_container_of(n, struct ferry_cq, ctx_link);
+		if (cq->count)
+			return true;
+	}
+	return false;
+}
+
+void ferryi_cq_discard_all(struct ferry_cq *cq)
+{
+	while (cq->count > 0) {
+		struct ferryi_cqe *e = &cq->ring[cq->head];
+		e->pi->stats.completions_discarded++;
+		cq->head = (cq->head + 1) % cq->cap;
+		cq->count--;
+		ferryi_ep_unref(e->c.ep);
+	}
+}
+
+void ferryi_cq_free(struct ferry_cq *cq)
+{
+	if (ferryi_node_linked(&cq->ctx_link))
+		ferryi_list_remove(&cq->ctx_link);
+	pthread_mutex_destroy(&cq->lock);
+	free(cq->ring);
+	free(cq);
+}
+
+struct ferry_cq *ferry_ctx_cq(struct ferry_ctx *ctx)
+{
+	return ctx ? ctx->default_cq : NULL;
+}
+
+int ferry_cq_create(struct ferry_ctx *ctx, struct ferry_cq **out)
+{
+	if (!ctx || !out)
+		return FERRY_EINVAL;
+	struct ferry_cq *cq = calloc(1, sizeof(*cq));
+	if (!cq)
+		return FERRY_ENOMEM;
+	ferryi_ctx_lock(ctx);
+	int rc = ferryi_cq_init(ctx, cq, false);
+	ferryi_ctx_unlock(ctx);
+	if (rc < 0) {
+		free(cq);
+		return rc;
+	}
+	*out = cq;
+	return 0;
+}
+
+int ferry_cq_destroy(struct ferry_cq *cq)
+{
+	if (!cq || cq->is_default)
+		return FERRY_EINVAL;
+	struct ferry_ctx *ctx = cq->ctx;
+	ferryi_ctx_lock(ctx);
+	if (cq->count || cq->reserved) {
+		FERRYI_DBG(ctx, "cq destroy refused: %u completions waiting, %u ops in flight",
+			   cq->count, cq->reserved);
+		ferryi_ctx_unlock(ctx);
+		return FERRY_EBUSY;
+	}
+	ferryi_cq_free(cq);
+	ferryi_ctx_unlock(ctx);
+	return 0;
+}
+
+int ferry_cq_poll(struct ferry_cq *cq, struct ferry_completion *out, int max)
+{
+	if (!cq || !out || max <= 0)
+		return FERRY_EINVAL;
+	struct ferry_ctx *ctx = cq->ctx;
+	ferryi_ctx_lock(ctx);
+	int n = cq_pop_locked(cq, out, max);
+	if (n == 0) {
+		ferryi_progress_locked(ctx);
+		n = cq_pop_locked(cq, out, max);
+	}
+	ferryi_ctx_unlock(ctx);
+	return n;
+}
+
+int ferry_cq_wait(struct ferry_cq *cq, struct ferry_completion *out, int max, int timeout_ms)
+{
+	if (!cq || !out || max <= 0)
+		return FERRY_EINVAL;
+	struct ferry_ctx *ctx = cq->ctx;
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+					   : ferryi_now_ns(ctx) + (uint64_t)timeout_ms * 1000000ull;
+	for (;;) {
+		int n = ferry_cq_poll(cq, out, max);
+		if (n != 0)
+			return n;
+		if (deadline != UINT64_MAX && ferryi_now_ns(ctx) >= deadline)
+			return FERRY_ETIMEDOUT;
+		ferryi_ctx_sleep(ctx, deadline == UINT64_MAX ? -1 : ferryi_ms_until(ctx, deadline),
+				 cq);
+	}
+}
+
+int ferry_cq_fd(struct ferry_cq *cq)
+{
+	return cq ? ferry_ctx_fd(cq->ctx) : FERRY_EINVAL;
+}

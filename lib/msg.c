@@ -1,0 +1,881 @@
+/*
+ * msg.c - operations: posting, completion, tag matching, and the rendezvous protocol.
+ *
+ * Every op is completed exactly once by ferryi_op_complete(): ops the provider owns
+ * reach it through ferryi_op_done(), core-owned ops (posted receives, senders waiting
+ * for a rendezvous finish) through matching, deadlines or endpoint teardown.
+ *
+ * Rendezvous (sends above the eager limit), on top of any provider's send and read:
+ *   sender: registers its buffer for remote read, sends RTS {size, rkey} with its op id
+ *   receiver: matches RTS to a receive, reads the payload straight into the receive
+ *            buffer with the provider's one-sided read, then sends FIN {op id, status}
+ *   sender: completes on FIN. The send op (and so the endpoint) stays held throughout.
+ * When data is moving and a deadline passes, the transfer cannot be abandoned alone:
+ * the endpoint fails instead, and every op on it completes with the timeout.
+ */
+#include "core_priv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OP_CACHE_MAX 256
+
+/* ------------------------------------------------------------------ op allocation */
+
+static int op_slot_get(struct ferry_ctx *ctx, struct ferryi_op *op)
+{
+	if (ctx->nfree) {
+		op->slot = ctx->free_slots[--ctx->nfree];
+	} else {
+		if (ctx->nslots == ctx->slots_cap) {
+			uint32_t cap = ctx->slots_cap ? ctx->slots_cap * 2 : 256;
+			struct ferryi_op **s = realloc(ctx->slots, cap * sizeof(*s));
+			if (!s)
+				return FERRY_ENOMEM;
+			ctx->slots = s;
+			uint32_t *f = realloc(ctx->free_slots, cap * sizeof(*f));
+			if (!f)
+				return FERRY_ENOMEM;
+			ctx->free_slots = f;
+			ctx->slots_cap = cap;
+		}
+		op->slot = ctx->nslots++;
+	}
+	static const uint32_t gen_mask = 0x7fffffffu;
+	op->gen = (uint32_t)(ferryi_ctx_random(ctx) & gen_mask) | 1u;
+	ctx->slots[op->slot] = op;
+	return 0;
+}
+
+static void op_deadline(struct ferryi_timer *t);
+
+int ferryi_op_alloc2(struct ferry_ep *ep, enum ferry_op_type type, struct ferry_cq *cq,
+		     bool internal, struct ferryi_op **out)
+{
+	struct ferry_ctx *ctx = ep->ctx;
+	struct ferryi_op *op;
+	int rc;
+
+	if (!internal) {
+		rc = ferryi_cq_reserve(cq);
+		if (rc < 0) {
+			FERRYI_DBG(ctx, "post refused: completion queue full (FERRY_CQ_SIZE=%u)",
+				   ctx->cfg.cq_size);
+			return rc;
+		}
+	}
+	op = ctx->op_cache;
+	if (op) {
+		ctx->op_cache = op->rndv_peer;
+		ctx->op_cache_len--;
+	} else {
+		op = malloc(sizeof(*op));
+		if (!op)
+			goto nomem;
+	}
+	memset(op, 0, offsetof(struct ferryi_op, rndv_pack));
+	memset(op->prov, 0, sizeof(op->prov));
+	if (op_slot_get(ctx, op) < 0) {
+		free(op);
+		goto nomem;
+	}
+	op->type = type;
+	op->internal = internal;
+	op->ep = ep;
+	op->cq = cq;
+	ferryi_timer_init(&op->deadline, op_deadline);
+	ferryi_ep_ref(ep);
+	ferryi_list_push_back(&ep->ops, &op->link);
+	*out = op;
+	return 0;
+nomem:
+	if (!internal)
+		ferryi_cq_unreserve(cq);
+	return FERRY_ENOMEM;
+}
+
+struct ferryi_op *ferryi_op_alloc(struct ferry_ep *ep, enum ferry_op_type type,
+				  struct ferry_cq *cq, bool internal)
+{
+	struct ferryi_op *op = NULL;
+	(void)ferryi_op_alloc2(ep, type, cq, internal, &op);
+	return op;
+}
+
+/* Returns the op's resources and memory; the caller dealt with its completion. */
+static void op_release(struct ferryi_op *op)
+{
+	struct ferry_ctx *ctx = op->ep->ctx;
+	ferryi_timer_cancel(ctx, &op->deadline);
+	if (ferryi_node_linked(&op->link))
+		ferryi_list_remove(&op->link);
+	if (ferryi_node_linked(&op->qlink))
+		ferryi_list_remove(&op->qlink);
+	if (op->mr) {
+		if (op->mr_internal)
+			ferryi_mr_dereg_locked(op->mr);
+		ferryi_mr_unref(op->mr);
+	}
+	if (op->rndv_mr) {
+		ferryi_mr_dereg_locked(op->rndv_mr);
+		ferryi_mr_unref(op->rndv_mr);
+	}
+	if (op->rkey)
+		ferryi_rkey_unref(op->rkey);
+	ctx->slots[op->slot] = NULL;
+	ctx->free_slots[ctx->nfree++] = op->slot;
+	if (ctx->op_cache_len < OP_CACHE_MAX) {
+		op->rndv_peer = ctx->op_cache;
+		ctx->op_cache = op;
+		ctx->op_cache_len++;
+	} else {
+		free(op);
+	}
+}
+
+/* An op that was never handed over: undo the post, report nothing. */
+static void op_discard(struct ferryi_op *op)
+{
+	struct ferry_ep *ep = op->ep;
+	if (!op->internal)
+		ferryi_cq_unreserve(op->cq);
+	op_release(op);
+	ferryi_ep_unref(ep);
+}
+
+void ferryi_op_complete(struct ferryi_op *op, int status)
+{
+	struct ferry_ep *ep = op->ep;
+	struct ferryi_prov_inst *pi = ep->pi;
+
+	if (op->completed) {
+		FERRYI_ERR(ep->ctx, "BUG: op %llx completed twice (status %d)",
+			   (unsigned long long)ferryi_op_id(op), status);
+		return;
+	}
+	op->completed = true;
+	if (op->internal) {
+		if (op->done_fn)
+			op->done_fn(op, status);
+		op_release(op);
+		ferryi_ep_unref(ep);
+		return;
+	}
+	struct ferry_completion c = {
+		.user_ctx = op->user_ctx,
+		.ep = ep, /* the op's reference moves to the queue entry */
+		.status = status,
+		.type = op->type,
+		.tag = op->tag,
+		.len = op->xfer,
+	};
+	pi->stats.ops_completed++;
+	if (status < 0) {
+		pi->stats.ops_failed++;
+	} else if (op->type == FERRY_OP_SEND || op->type == FERRY_OP_WRITE) {
+		pi->stats.bytes_sent += op->xfer;
+	} else {
+		pi->stats.bytes_received += op->xfer;
+	}
+	struct ferry_cq *cq = op->cq;
+	op_release(op);
+	ferryi_cq_push(cq, &c, pi);
+}
+
+struct ferryi_op *ferryi_op_find(struct ferry_ep *ep, uint64_t id)
+{
+	struct ferry_ctx *ctx = ep->ctx;
+	uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
+	if (slot >= ctx->nslots)
+		return NULL;
+	struct ferryi_op *op = ctx->slots[slot];
+	if (!op || op->gen != gen || op->ep != ep || op->completed)
+		return NULL;
+	return op;
+}
+
+static void rndv_send_maybe_done(struct ferryi_op *op)
+{
+	if (op->rndv_rts_done && op->rndv_fin)
+		ferryi_op_complete(op, op->rndv_status);
+}
+
+void ferryi_op_done(struct ferryi_op *op, int status)
+{
+	if (!op->provider_owned) {
+		FERRYI_ERR(op->ep->ctx, "BUG: provider %s completed op %llx it does not own",
+			   op->ep->pi->prov->name, (unsigned long long)ferryi_op_id(op));
+		return;
+	}
+	op->provider_owned = false;
+	if (op->rndv_mr && status == 0 && op->type == FERRY_OP_SEND && !op->internal) {
+		op->rndv_rts_done = true; /* now wait for the receiver's finish */
+		rndv_send_maybe_done(op);
+		return;
+	}
+	ferryi_op_complete(op, status);
+}
+
+static void op_deadline(struct ferryi_timer *t)
+{
+	struct ferryi_op *op = ferryi_container_of(t, struct ferryi_op, deadline);
+	bool moving = op->provider_owned || op->receiving ||
+		      (op->rndv_peer && op->rndv_peer->provider_owned) ||
+		      (op->rndv_mr && op->rndv_mr->remote_users);
+	if (moving) {
+		ferryi_ep_failed(op->ep, FERRY_ETIMEDOUT,
+				 "operation deadline passed while its data was moving");
+		return;
+	}
+	FERRYI_DBG(op->ep->ctx, "op %llx on %s: deadline passed", (unsigned long long)ferryi_op_id(op),
+		   op->ep->peer);
+	ferryi_op_complete(op, FERRY_ETIMEDOUT);
+}
+
+static void op_arm_deadline(struct ferryi_op *op, const struct ferry_op_attr *attr)
+{
+	if (attr && attr->timeout_ms)
+		ferryi_timer_arm(op->ep->ctx, &op->deadline,
+				 ferryi_now_ns(op->ep->ctx) + (uint64_t)attr->timeout_ms * 1000000ull);
+}
+
+/* ------------------------------------------------------------------ control messages */
+
+int ferryi_send_ctrl(struct ferry_ep *ep, uint8_t type, uint64_t tag, uint64_t aux)
+{
+	struct ferryi_op *op;
+	if (ep->state != FERRYI_EP_CONNECTED)
+		return FERRY_ENOTCONN;
+	int rc = ferryi_op_alloc2(ep, FERRY_OP_SEND, NULL, true, &op);
+	if (rc < 0)
+		return rc;
+	op->msg.type = type;
+	op->msg.tag = tag;
+	op->msg.aux = aux;
+	op->provider_owned = true;
+	rc = ep->pi->prov->send(ep, op);
+	if (rc < 0) {
+		op->provider_owned = false;
+		op_discard(op);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------ posting helpers */
+
+static int ep_check_postable(struct ferry_ep *ep)
+{
+	if (ep->state == FERRYI_EP_CONNECTED)
+		return 0;
+	FERRYI_DBG(ep->ctx, "post on %s endpoint %s refused: %s", ep->pi->prov->name, ep->peer,
+		   ep->state == FERRYI_EP_CLOSED ? "closed" : "not connected");
+	return FERRY_ENOTCONN;
+}
+
+static struct ferry_cq *op_cq(struct ferry_ep *ep, const struct ferry_op_attr *attr)
+{
+	return attr && attr->cq ? attr->cq : ep->ctx->default_cq;
+}
+
+static uint64_t ep_eager_max(const struct ferry_ep *ep)
+{
+	uint64_t m = ep->ctx->cfg.eager_max;
+	m = FERRYI_MIN(m, ep->pi->prov->eager_max);
+	m = FERRYI_MIN(m, ep->peer_info.eager_max);
+	return m;
+}
+
+static int op_hand_over(struct ferryi_op *op, int (*fn)(struct ferry_ep *, struct ferryi_op *))
+{
+	op->provider_owned = true;
+	int rc = fn(op->ep, op);
+	if (rc < 0) {
+		op->provider_owned = false;
+		op_discard(op);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------ send */
+
+int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint64_t tag, void *user_ctx,
+	       const struct ferry_op_attr *attr)
+{
+	struct ferryi_op *op;
+	int rc;
+
+	if (!ep || (!buf && len))
+		return FERRY_EINVAL;
+	struct ferry_ctx *ctx = ep->ctx;
+	ferryi_ctx_lock(ctx);
+	rc = ep_check_postable(ep);
+	if (rc < 0)
+		goto out;
+	if (len > ep->peer_info.max_frame) {
+		FERRYI_DBG(ctx, "send of %zu bytes to %s refused: peer's max frame is %llu", len,
+			   ep->peer, (unsigned long long)ep->peer_info.max_frame);
+		rc = FERRY_EMSGSIZE;
+		goto out;
+	}
+	rc = ferryi_op_alloc2(ep, FERRY_OP_SEND, op_cq(ep, attr), false, &op);
+	if (rc < 0)
+		goto out;
+	op->user_ctx = user_ctx;
+	op->tag = tag;
+	op->xfer = len;
+	op->flags = attr ? attr->flags : 0;
+	op->msg.tag = tag;
+	op->msg.aux = ferryi_op_id(op);
+	if (len <= ep_eager_max(ep)) {
+		op->msg.type = FERRYI_MSG_EAGER;
+		op->buf = (void *)buf;
+		op->len = len;
+	} else {
+		size_t pack_len = sizeof(op->rndv_pack) - 8;
+		rc = ferryi_mr_reg_locked(ctx, (void *)buf, len, FERRY_ACCESS_REMOTE_READ, true,
+					  &op->rndv_mr);
+		if (rc == 0)
+			rc = ferryi_mr_pack_locked(op->rndv_mr, op->rndv_pack + 8, &pack_len);
+		if (rc < 0) {
+			op_discard(op);
+			goto out;
+		}
+		ferryi_put_le64(op->rndv_pack, len);
+		op->msg.type = FERRYI_MSG_RTS;
+		op->buf = op->rndv_pack;
+		op->len = 8 + pack_len;
+	}
+	uint64_t id = ferryi_op_id(op);
+	rc = op_hand_over(op, ep->pi->prov->send);
+	if (rc == 0) {
+		ep->pi->stats.ops_posted++;
+		ferryi_ep_touch_use(ep);
+		/* The provider may have completed it already: arm only what is still alive. */
+		if (ferryi_op_find(ep, id) == op)
+			op_arm_deadline(op, attr);
+	}
+out:
+	ferryi_ctx_unlock(ctx);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ receive and matching */
+
+static bool tag_match(uint64_t msg_tag, uint64_t tag, uint64_t mask)
+{
+	return ((msg_tag ^ tag) & mask) == 0;
+}
+
+static void ux_free(struct ferry_ep *ep, struct ferryi_uxmsg *ux)
+{
+	if (ferryi_node_linked(&ux->link))
+		ferryi_list_remove(&ux->link);
+	ep->unexpected_bytes -= ux->charge;
+	if (ux->rkey)
+		ferryi_rkey_unref(ux->rkey);
+	free(ux);
+}
+
+/* Starts the one-sided part of a rendezvous for a matched receive. */
+static void rndv_read_done(struct ferryi_op *rop, int status)
+{
+	struct ferryi_op *recv = rop->rndv_peer;
+	struct ferry_ep *ep = rop->ep;
+	(void)ferryi_send_ctrl(ep, FERRYI_MSG_FIN, (uint64_t)(int64_t)status, recv->rndv_remote_id);
+	recv->rndv_peer = NULL;
+	recv->receiving = false;
+	if (!recv->completed)
+		ferryi_op_complete(recv, status);
+}
+
+static void rndv_start(struct ferryi_op *recv, uint64_t size, uint64_t sender_id,
+		       struct ferry_rkey *rkey)
+{
+	struct ferry_ep *ep = recv->ep;
+	struct ferry_ctx *ctx = ep->ctx;
+	struct ferryi_op *rop;
+	int rc;
+
+	recv->xfer = size;
+	recv->rndv_remote_id = sender_id;
+	if (size > recv->len) {
+		FERRYI_DBG(ctx, "recv on %s: message of %llu bytes, buffer %llu", ep->peer,
+			   (unsigned long long)size, (unsigned long long)recv->len);
+		rc = FERRY_EMSGSIZE;
+		goto fail;
+	}
+	rc = ferryi_op_alloc2(ep, FERRY_OP_READ, NULL, true, &rop);
+	if (rc < 0)
+		goto fail;
+	rop->buf = recv->buf;
+	rop->len = size;
+	rop->xfer = size;
+	rop->rkey = rkey;
+	rkey = NULL;
+	rop->done_fn = rndv_read_done;
+	rop->rndv_peer = recv;
+	recv->rndv_peer = rop;
+	recv->receiving = true;
+	if (ep->pi->prov->caps & FERRYI_CAP_NEED_LOCAL_MR) {
+		rc = ferryi_mr_reg_locked(ctx, recv->buf, size, FERRY_ACCESS_LOCAL, true, &rop->mr);
+		if (rc < 0) {
+			recv->rndv_peer = NULL;
+			recv->receiving = false;
+			op_discard(rop);
+			goto fail;
+		}
+		rop->mr_internal = true;
+	}
+	rc = op_hand_over(rop, ep->pi->prov->read);
+	if (rc < 0) {
+		recv->rndv_peer = NULL;
+		recv->receiving = false;
+		goto fail;
+	}
+	return;
+fail:
+	if (rkey)
+		ferryi_rkey_unref(rkey);
+	(void)ferryi_send_ctrl(ep, FERRYI_MSG_FIN, (uint64_t)(int64_t)rc, sender_id);
+	ferryi_op_complete(recv, rc);
+}
+
+/* Delivers a complete unexpected eager message to a receive. */
+static void ux_deliver(struct ferryi_op *recv, struct ferryi_uxmsg *ux)
+{
+	struct ferry_ep *ep = recv->ep;
+	int status = 0;
+	recv->tag = ux->tag;
+	recv->xfer = ux->len;
+	recv->receiving = false;
+	if (ux->len > recv->len)
+		status = FERRY_EMSGSIZE;
+	else if (ux->len)
+		memcpy(recv->buf, ux->data, ux->len);
+	ux_free(ep, ux);
+	ferryi_op_complete(recv, status);
+}
+
+int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag, uint64_t tag_mask,
+	       void *user_ctx, const struct ferry_op_attr *attr)
+{
+	struct ferryi_op *op;
+	struct ferryi_list_node *n, *t;
+	int rc;
+
+	if (!ep || (!buf && len))
+		return FERRY_EINVAL;
+	struct ferry_ctx *ctx = ep->ctx;
+	ferryi_ctx_lock(ctx);
+	rc = ep_check_postable(ep);
+	if (rc < 0)
+		goto out;
+	rc = ferryi_op_alloc2(ep, FERRY_OP_RECV, op_cq(ep, attr), false, &op);
+	if (rc < 0)
+		goto out;
+	op->user_ctx = user_ctx;
+	op->buf = buf;
+	op->len = len;
+	op->tag = tag;
+	op->tag_mask = tag_mask;
+	op->flags = attr ? attr->flags : 0;
+	ep->pi->stats.ops_posted++;
+	ferryi_ep_touch_use(ep);
+	op_arm_deadline(op, attr);
+
+	ferryi_list_foreach_safe(&ep->unexpected, n, t) {
+		struct ferryi_uxmsg *ux = ferryi_container_of(n, struct ferryi_uxmsg, link);
+		if (ux->waiting || !tag_match(ux->tag, tag, tag_mask))
+			continue;
+		if (ux->type == FERRYI_MSG_RTS) {
+			struct ferry_rkey *rk = ux->rkey;
+			uint64_t size = ux->len, sender = ux->sender_id;
+			op->tag = ux->tag;
+			ux->rkey = NULL;
+			ux_free(ep, ux);
+			rndv_start(op, size, sender, rk);
+		} else if (ux->complete) {
+			ux_deliver(op, ux);
+		} else {
+			ux->waiting = op; /* payload still arriving */
+			op->receiving = true;
+			op->tag = ux->tag;
+		}
+		goto out;
+	}
+	ferryi_list_push_back(&ep->recvs, &op->qlink);
+out:
+	ferryi_ctx_unlock(ctx);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ incoming messages */
+
+static struct ferryi_op *recv_match(struct ferry_ep *ep, uint64_t tag)
+{
+	struct ferryi_list_node *n, *t;
+	ferryi_list_foreach_safe(&ep->recvs, n, t) {
+		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, qlink);
+		if (tag_match(tag, op->tag, op->tag_mask)) {
+			ferryi_list_remove(&op->qlink);
+			return op;
+		}
+	}
+	return NULL;
+}
+
+static int ux_budget(struct ferry_ep *ep, uint64_t charge)
+{
+	uint64_t limit = ep->ctx->cfg.unexpected_max;
+	if (ep->unexpected_bytes + charge > limit) {
+		FERRYI_WARN(ep->ctx, "endpoint %s: unexpected messages exceed FERRY_UNEXPECTED_MAX "
+			    "(%llu + %llu > %llu bytes): post receives sooner or raise the limit",
+			    ep->peer, (unsigned long long)ep->unexpected_bytes,
+			    (unsigned long long)charge, (unsigned long long)limit);
+		return FERRY_ENOBUFS;
+	}
+	return 0;
+}
+
+int ferryi_rx_begin(struct ferry_ep *ep, const struct ferryi_msg *msg, uint64_t len,
+		    struct ferryi_rx *rx)
+{
+	struct ferry_ctx *ctx = ep->ctx;
+	rx->msg = *msg;
+	rx->len = len;
+	rx->dst = NULL;
+	rx->recv = NULL;
+	rx->ux = NULL;
+	rx->status = 0;
+	if (ep->state != FERRYI_EP_CONNECTED)
+		return FERRY_ENOTCONN;
+
+	switch (msg->type) {
+	case FERRYI_MSG_EAGER: {
+		uint64_t limit = FERRYI_MIN(ctx->cfg.eager_max, ep->pi->prov->eager_max);
+		if (len > limit) {
+			FERRYI_WARN(ctx, "endpoint %s: eager message of %llu bytes above the %llu "
+				    "we advertised", ep->peer, (unsigned long long)len,
+				    (unsigned long long)limit);
+			return FERRY_EPROTO;
+		}
+		struct ferryi_op *recv = recv_match(ep, msg->tag);
+		if (recv) {
+			recv->tag = msg->tag;
+			recv->xfer = len;
+			recv->receiving = true;
+			rx->recv = recv;
+			if (len > recv->len)
+				rx->status = FERRY_EMSGSIZE; /* dst stays NULL: discard */
+			else
+				rx->dst = recv->buf;
+			return 0;
+		}
+		uint64_t charge = sizeof(struct ferryi_uxmsg) + len;
+		int rc = ux_budget(ep, charge);
+		if (rc < 0)
+			return rc;
+		struct ferryi_uxmsg *ux = malloc(sizeof(*ux) + len);
+		if (!ux)
+			return FERRY_ENOMEM;
+		memset(ux, 0, sizeof(*ux));
+		ux->type = FERRYI_MSG_EAGER;
+		ux->tag = msg->tag;
+		ux->len = len;
+		ux->charge = charge;
+		ep->unexpected_bytes += charge;
+		ferryi_list_push_back(&ep->unexpected, &ux->link);
+		rx->ux = ux;
+		rx->dst = ux->data;
+		return 0;
+	}
+	case FERRYI_MSG_RTS:
+		if (len < 8 + 16 || len > 8 + FERRY_RKEY_MAX)
+			goto bad_len;
+		rx->dst = rx->inline_buf;
+		return 0;
+	case FERRYI_MSG_FIN:
+	case FERRYI_MSG_PROBE:
+	case FERRYI_MSG_PROBE_ACK:
+	case FERRYI_MSG_GOODBYE:
+		if (len != 0)
+			goto bad_len;
+		rx->dst = rx->inline_buf;
+		return 0;
+	default:
+		FERRYI_WARN(ctx, "endpoint %s: unknown message type %u", ep->peer, msg->type);
+		return FERRY_EPROTO;
+	}
+bad_len:
+	FERRYI_WARN(ctx, "endpoint %s: message type %u with bad length %llu", ep->peer,
+		    msg->type, (unsigned long long)len);
+	return FERRY_EPROTO;
+}
+
+static bool status_known(int64_t st)
+{
+	return st == 0 || (st < 0 && st > INT32_MIN && strcmp(ferry_errname((int)st), "UNKNOWN") != 0);
+}
+
+static void rx_rts(struct ferry_ep *ep, struct ferryi_rx *rx)
+{
+	struct ferry_ctx *ctx = ep->ctx;
+	struct ferry_rkey *rk = NULL;
+	uint64_t size = ferryi_get_le64(rx->inline_buf);
+	if (size > ctx->cfg.max_frame) {
+		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous announce above our max frame");
+		return;
+	}
+	int rc = ferryi_rkey_unpack_locked(ctx, rx->inline_buf + 8, rx->len - 8, &rk);
+	if (rc < 0) {
+		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous announce with a malformed key");
+		return;
+	}
+	if (size > rk->region_len) {
+		ferryi_rkey_unref(rk);
+		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous announce larger than its region");
+		return;
+	}
+	struct ferryi_op *recv = recv_match(ep, rx->msg.tag);
+	if (recv) {
+		recv->tag = rx->msg.tag;
+		rndv_start(recv, size, rx->msg.aux, rk);
+		return;
+	}
+	uint64_t charge = sizeof(struct ferryi_uxmsg) + rk->blob_len;
+	if (ux_budget(ep, charge) < 0) {
+		ferryi_rkey_unref(rk);
+		ferryi_ep_failed(ep, FERRY_ENOBUFS, "unexpected-message budget exhausted");
+		return;
+	}
+	struct ferryi_uxmsg *ux = calloc(1, sizeof(*ux));
+	if (!ux) {
+		ferryi_rkey_unref(rk);
+		ferryi_ep_failed(ep, FERRY_ENOMEM, "out of memory for an unexpected message");
+		return;
+	}
+	ux->type = FERRYI_MSG_RTS;
+	ux->complete = true;
+	ux->tag = rx->msg.tag;
+	ux->len = size;
+	ux->sender_id = rx->msg.aux;
+	ux->rkey = rk;
+	ux->charge = charge;
+	ep->unexpected_bytes += charge;
+	ferryi_list_push_back(&ep->unexpected, &ux->link);
+}
+
+static void rx_fin(struct ferry_ep *ep, struct ferryi_rx *rx)
+{
+	int64_t st = (int64_t)rx->msg.tag;
+	struct ferryi_op *op = ferryi_op_find(ep, rx->msg.aux);
+	if (!status_known(st)) {
+		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous finish with an unknown status");
+		return;
+	}
+	if (!op || op->internal || op->type != FERRY_OP_SEND || !op->rndv_mr || op->rndv_fin) {
+		/* A send that timed out or was canceled already: nothing to do. */
+		FERRYI_DBG(ep->ctx, "endpoint %s: finish for unknown or finished op %llx", ep->peer,
+			   (unsigned long long)rx->msg.aux);
+		return;
+	}
+	op->rndv_fin = true;
+	op->rndv_status = (int)st;
+	rndv_send_maybe_done(op);
+}
+
+void ferryi_rx_end(struct ferry_ep *ep, struct ferryi_rx *rx, int status)
+{
+	if (status < 0) {
+		/* The connection broke mid-payload; teardown fails the receive. */
+		if (rx->recv)
+			rx->recv->receiving = false;
+		return;
+	}
+	switch (rx->msg.type) {
+	case FERRYI_MSG_EAGER:
+		ferryi_ep_touch_use(ep);
+		if (rx->recv) {
+			rx->recv->receiving = false;
+			ferryi_op_complete(rx->recv, rx->status);
+		} else if (rx->ux) {
+			struct ferryi_uxmsg *ux = rx->ux;
+			ux->complete = true;
+			if (ux->waiting)
+				ux_deliver(ux->waiting, ux);
+		}
+		break;
+	case FERRYI_MSG_RTS:
+		ferryi_ep_touch_use(ep);
+		rx_rts(ep, rx);
+		break;
+	case FERRYI_MSG_FIN:
+		ferryi_ep_touch_use(ep);
+		rx_fin(ep, rx);
+		break;
+	case FERRYI_MSG_PROBE:
+		(void)ferryi_send_ctrl(ep, FERRYI_MSG_PROBE_ACK, 0, rx->msg.aux);
+		break;
+	case FERRYI_MSG_PROBE_ACK:
+		break;
+	case FERRYI_MSG_GOODBYE:
+		FERRYI_INFO(ep->ctx, "endpoint %s: peer closed the connection", ep->peer);
+		ferryi_ep_begin_close(ep, FERRY_ECONNRESET, false, FERRY_EVENT_EP_CLOSED,
+				      "peer said goodbye");
+		break;
+	}
+}
+
+int ferryi_rx_msg(struct ferry_ep *ep, const struct ferryi_msg *msg, const void *data,
+		  uint64_t len)
+{
+	struct ferryi_rx rx;
+	int rc = ferryi_rx_begin(ep, msg, len, &rx);
+	if (rc < 0)
+		return rc;
+	if (rx.dst && len)
+		memcpy(rx.dst, data, len);
+	ferryi_rx_end(ep, &rx, 0);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ one-sided */
+
+static int rma_post(struct ferry_ep *ep, enum ferry_op_type type, void *buf, size_t len,
+		    struct ferry_mr *mr, const struct ferry_rkey *rkey, uint64_t off,
+		    void *user_ctx, const struct ferry_op_attr *attr)
+{
+	struct ferryi_op *op;
+	size_t klen;
+	int rc;
+
+	if (!ep || !rkey || (!buf && len))
+		return FERRY_EINVAL;
+	struct ferry_ctx *ctx = ep->ctx;
+	unsigned need = type == FERRY_OP_WRITE ? FERRY_ACCESS_REMOTE_WRITE : FERRY_ACCESS_REMOTE_READ;
+	ferryi_ctx_lock(ctx);
+	rc = ep_check_postable(ep);
+	if (rc < 0)
+		goto out;
+	if (!ferryi_range_ok(rkey->region_len, off, len)) {
+		FERRYI_DBG(ctx, "%s of %zu bytes at offset %llu refused: remote region is %llu bytes",
+			   type == FERRY_OP_WRITE ? "write" : "read", len, (unsigned long long)off,
+			   (unsigned long long)rkey->region_len);
+		rc = FERRY_ERANGE;
+		goto out;
+	}
+	if (!(rkey->access & need)) {
+		FERRYI_DBG(ctx, "%s refused: the remote region does not allow it",
+			   type == FERRY_OP_WRITE ? "write" : "read");
+		rc = FERRY_EACCES;
+		goto out;
+	}
+	if (!ferryi_rkey_key(rkey, ep->pi->prov->id, &klen)) {
+		FERRYI_DBG(ctx, "rkey has no key for provider %s", ep->pi->prov->name);
+		rc = FERRY_EBADKEY;
+		goto out;
+	}
+	if (len > ep->peer_info.max_frame) {
+		rc = FERRY_EMSGSIZE;
+		goto out;
+	}
+	if (mr && ((char *)buf < (char *)mr->addr ||
+		   (uint64_t)((char *)buf - (char *)mr->addr) + len > mr->len)) {
+		FERRYI_DBG(ctx, "local buffer outside the region passed with it");
+		rc = FERRY_ERANGE;
+		goto out;
+	}
+	rc = ferryi_op_alloc2(ep, type, op_cq(ep, attr), false, &op);
+	if (rc < 0)
+		goto out;
+	op->user_ctx = user_ctx;
+	op->buf = buf;
+	op->len = len;
+	op->xfer = len;
+	op->remote_offset = off;
+	op->flags = attr ? attr->flags : 0;
+	op->rkey = (struct ferry_rkey *)rkey;
+	ferryi_rkey_ref(op->rkey);
+	if (mr) {
+		op->mr = mr;
+		ferryi_mr_ref(mr);
+	} else if ((ep->pi->prov->caps & FERRYI_CAP_NEED_LOCAL_MR) && len) {
+		rc = ferryi_mr_reg_locked(ctx, buf, len, FERRY_ACCESS_LOCAL, true, &op->mr);
+		if (rc < 0) {
+			op_discard(op);
+			goto out;
+		}
+		op->mr_internal = true;
+	}
+	uint64_t id = ferryi_op_id(op);
+	rc = op_hand_over(op, type == FERRY_OP_WRITE ? ep->pi->prov->write : ep->pi->prov->read);
+	if (rc == 0) {
+		ep->pi->stats.ops_posted++;
+		ferryi_ep_touch_use(ep);
+		if (ferryi_op_find(ep, id) == op)
+			op_arm_deadline(op, attr);
+	}
+out:
+	ferryi_ctx_unlock(ctx);
+	return rc;
+}
+
+int ferry_write(struct ferry_ep *ep, const void *buf, size_t len, struct ferry_mr *mr,
+		const struct ferry_rkey *rkey, uint64_t remote_offset, void *user_ctx,
+		const struct ferry_op_attr *attr)
+{
+	return rma_post(ep, FERRY_OP_WRITE, (void *)buf, len, mr, rkey, remote_offset, user_ctx,
+			attr);
+}
+
+int ferry_read(struct ferry_ep *ep, void *buf, size_t len, struct ferry_mr *mr,
+	       const struct ferry_rkey *rkey, uint64_t remote_offset, void *user_ctx,
+	       const struct ferry_op_attr *attr)
+{
+	return rma_post(ep, FERRY_OP_READ, buf, len, mr, rkey, remote_offset, user_ctx, attr);
+}
+
+/* ------------------------------------------------------------------ teardown */
+
+void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status)
+{
+	struct ferryi_list_node *n, *t;
+	ferryi_list_foreach_safe(&ep->ops, n, t) {
+		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, link);
+		if (op->provider_owned || op->completed)
+			continue;
+		/* A receive whose rendezvous read the provider still owns ends with it. */
+		if (op->rndv_peer && op->rndv_peer->provider_owned && op->type == FERRY_OP_RECV)
+			continue;
+		op->receiving = false;
+		ferryi_op_complete(op, status);
+	}
+	ferryi_list_foreach_safe(&ep->unexpected, n, t)
+		ux_free(ep, ferryi_container_of(n, struct ferryi_uxmsg, link));
+}
+
+void ferryi_ops_fini(struct ferry_ctx *ctx)
+{
+	for (uint32_t i = 0; i < ctx->nslots; i++) {
+		struct ferryi_op *op = ctx->slots[i];
+		if (!op)
+			continue;
+		FERRYI_WARN(ctx, "op %llx on %s was never completed by provider %s",
+			    (unsigned long long)ferryi_op_id(op), op->ep->peer,
+			    op->ep->pi->prov->name);
+		op->provider_owned = false;
+		op->completed = false;
+		ferryi_op_complete(op, FERRY_ECANCELED);
+	}
+	while (ctx->op_cache) {
+		struct ferryi_op *op = ctx->op_cache;
+		ctx->op_cache = op->rndv_peer;
+		free(op);
+	}
+	ctx->op_cache_len = 0;
+	free(ctx->slots);
+	free(ctx->free_slots);
+	ctx->slots = NULL;
+	ctx->free_slots = NULL;
+	ctx->nslots = ctx->slots_cap = ctx->nfree = 0;
+}

@@ -1,0 +1,300 @@
+/*
+ * poller.c - the context's poller thread: idle reaping, health probes, timers.
+ *
+ * Two intrusive LRU lists hold every connected endpoint. idle_lru is ordered by the
+ * last user traffic (a post, or a user message received): touching moves an endpoint
+ * to the tail, so the head is always the next candidate and a tick pops expired heads
+ * only. probe_lru is ordered by the last input of any kind (or the last probe sent).
+ * No tick walks all endpoints: its cost is the number of endpoints that are due.
+ *
+ * A pinned endpoint (a user hold or an op in flight) at the head of idle_lru is moved
+ * to the tail as if used: it is looked at again one idle period later, never reaped.
+ * Probes and their answers refresh probe_lru only, so an endpoint that exchanges only
+ * probes is still idle.
+ *
+ * The poller also runs a progress pass every time it wakes, so probes are answered and
+ * acknowledgements read even when the application is not polling.
+ */
+#include "core_priv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+
+static uint64_t ms_ns(uint64_t ms) { return ms * 1000000ull; }
+
+void ferryi_poller_kick(struct ferry_ctx *ctx)
+{
+	if (ctx->poller_on)
+		pthread_cond_signal(&ctx->poller_cond);
+}
+
+void ferryi_ep_track(struct ferry_ep *ep)
+{
+	struct ferry_ctx *ctx = ep->ctx;
+	uint64_t now = ferryi_now_ns(ctx);
+	ep->last_use_ns = ep->last_rx_ns = ep->probe_base_ns = now;
+	ep->probes_unanswered = 0;
+	ferryi_list_push_back(&ctx->idle_lru, &ep->idle_link);
+	ferryi_list_push_back(&ctx->probe_lru, &ep->probe_link);
+	/* The poller may be sleeping far longer than this endpoint's first deadline. */
+	if (ferryi_list_first(&ctx->idle_lru) == &ep->idle_link)
+		ferryi_poller_kick(ctx);
+}
+
+void ferryi_ep_untrack(struct ferry_ep *ep)
+{
+	if (ferryi_node_linked(&ep->idle_link))
+		ferryi_list_remove(&ep->idle_link);
+	if (ferryi_node_linked(&ep->probe_link))
+		ferryi_list_remove(&ep->probe_link);
+}
+
+void ferryi_ep_touch_use(struct ferry_ep *ep)
+{
+	ep->last_use_ns = ferryi_now_ns(ep->ctx);
+	if (ferryi_node_linked(&ep->idle_link)) {
+		ferryi_list_remove(&ep->idle_link);
+		ferryi_list_push_back(&ep->ctx->idle_lru, &ep->idle_link);
+	}
+}
+
+void ferryi_ep_rx_activity(struct ferry_ep *ep)
+{
+	ep->last_rx_ns = ep->probe_base_ns = ferryi_now_ns(ep->ctx);
+	ep->probes_unanswered = 0;
+	if (ferryi_node_linked(&ep->probe_link)) {
+		ferryi_list_remove(&ep->probe_link);
+		ferryi_list_push_back(&ep->ctx->probe_lru, &ep->probe_link);
+	}
+}
+
+int ferryi_ctx_admission(const struct ferry_ctx *ctx)
+{
+	return ctx->draining ? FERRY_EDRAINING : 0;
+}
+
+static bool ep_pinned(const struct ferry_ep *ep)
+{
+	return ep->holds > 0 || !ferryi_list_empty(&ep->ops);
+}
+
+static void reap_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
+{
+	uint64_t timeout = ms_ns((uint64_t)ctx->cfg.idle_timeout_s * 1000);
+	struct ferryi_list_node *n;
+	if (!timeout)
+		return;
+	while ((n = ferryi_list_first(&ctx->idle_lru))) {
+		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, idle_link);
+		uint64_t due = ep->last_use_ns + timeout;
+		if (due > now) {
+			if (due < *next)
+				*next = due;
+			return;
+		}
+		if (ep_pinned(ep)) {
+			ferryi_ep_touch_use(ep);
+			continue;
+		}
+		FERRYI_INFO(ctx, "%s endpoint %s idle for %u s: reaping", ep->pi->prov->name,
+			    ep->peer, ctx->cfg.idle_timeout_s);
+		ep->pi->stats.eps_reaped++;
+		ep->user_closed = true;
+		ferryi_ep_begin_close(ep, FERRY_ENOTCONN, true, FERRY_EVENT_EP_REAPED,
+				      "idle timeout");
+	}
+}
+
+static void probe_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
+{
+	uint64_t interval = ms_ns(ctx->cfg.probe_interval_ms);
+	struct ferryi_list_node *n;
+	if (!interval)
+		return;
+	while ((n = ferryi_list_first(&ctx->probe_lru))) {
+		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, probe_link);
+		uint64_t due = ep->probe_base_ns + interval;
+		if (due > now) {
+			if (due < *next)
+				*next = due;
+			return;
+		}
+		if (!(ep->peer_info.features & FERRYI_FEAT_PROBES) && ep->probes_unanswered == 0 &&
+		    ep->peer_info.probe_interval_ms == 0) {
+			/* The peer does not answer probes: nothing to learn, keep quiet. */
+			ferryi_list_remove(&ep->probe_link);
+			continue;
+		}
+		if (ep->probes_unanswered >= ctx->cfg.probe_misses) {
+			char why[96];
+			snprintf(why, sizeof(why), "no input for %u probe intervals of %u ms",
+				 ep->probes_unanswered, ctx->cfg.probe_interval_ms);
+			ep->pi->stats.peers_dead++;
+			ferryi_ep_failed(ep, FERRY_EPEERDEAD, why);
+			continue;
+		}
+		if (ep->probes_unanswered > 0)
+			ep->pi->stats.probes_missed++;
+		ep->probes_unanswered++;
+		ep->probe_base_ns = now;
+		ferryi_list_remove(&ep->probe_link);
+		ferryi_list_push_back(&ctx->probe_lru, &ep->probe_link);
+		if (ferryi_send_ctrl(ep, FERRYI_MSG_PROBE, 0, ep->probes_unanswered) == 0)
+			ep->pi->stats.probes_sent++;
+	}
+}
+
+#define FERRYI_POLLER_ACCEPT_TICK_MS 10
+
+static bool ctx_handshakes_pending(struct ferry_ctx *ctx)
+{
+	return ctx->handshaking > 0;
+}
+
+uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
+{
+	uint64_t now = ferryi_now_ns(ctx), next = UINT64_MAX;
+	ferryi_progress_locked(ctx);
+	reap_tick(ctx, now, &next);
+	probe_tick(ctx, now, &next);
+	ferryi_process_closes(ctx);
+	uint64_t t = ferryi_timers_next(ctx);
+	if (t < next)
+		next = t;
+	/*
+	 * Accept and finish handshakes even when the application does not poll (a
+	 * server thread blocked elsewhere, or client and server on one thread).
+	 */
+	if (!ferryi_list_empty(&ctx->listeners) || ctx_handshakes_pending(ctx)) {
+		uint64_t a = now + ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS);
+		if (a < next)
+			next = a;
+	}
+	/* Answer peers' probes even when the application does not poll. */
+	if (ctx->cfg.probe_interval_ms && !ferryi_list_empty(&ctx->probe_lru)) {
+		uint64_t p = now + ms_ns(ctx->cfg.probe_interval_ms) / 2;
+		if (p < next)
+			next = p;
+	}
+	return next;
+}
+
+static void *poller_main(void *arg)
+{
+	struct ferry_ctx *ctx = arg;
+	ferryi_ctx_lock(ctx);
+	while (!ctx->poller_stop) {
+		uint64_t next = ferryi_poller_tick(ctx);
+		if (ctx->poller_stop)
+			break;
+		/* Callbacks queued by the tick run unlocked, on this thread. */
+		ferryi_ctx_unlock(ctx);
+		ferryi_ctx_lock(ctx);
+		if (ctx->poller_stop)
+			break;
+		struct timespec ts;
+		uint64_t wait_ns = next == UINT64_MAX ? ms_ns(60000) : 0;
+		uint64_t now = ferryi_now_ns(ctx);
+		if (next != UINT64_MAX)
+			wait_ns = next > now ? next - now : 0;
+		if (wait_ns == 0)
+			continue;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t abs = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + wait_ns;
+		ts.tv_sec = (time_t)(abs / 1000000000ull);
+		ts.tv_nsec = (long)(abs % 1000000000ull);
+		ctx->locked = false;
+		ctx->poller_due_ns = next;
+		(void)pthread_cond_timedwait(&ctx->poller_cond, &ctx->lock, &ts);
+		ctx->poller_due_ns = 0;
+		ctx->lock_owner = pthread_self();
+		ctx->locked = true;
+	}
+	ferryi_ctx_unlock(ctx);
+	return NULL;
+}
+
+int ferryi_poller_start(struct ferry_ctx *ctx)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ctx->poller_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	ferryi_list_init(&ctx->idle_lru);
+	ferryi_list_init(&ctx->probe_lru);
+	if (pthread_create(&ctx->poller, NULL, poller_main, ctx) != 0) {
+		pthread_cond_destroy(&ctx->poller_cond);
+		FERRYI_ERR(ctx, "cannot start the poller thread");
+		return FERRY_ENOMEM;
+	}
+	ctx->poller_on = true;
+	return 0;
+}
+
+void ferryi_poller_stop(struct ferry_ctx *ctx)
+{
+	if (!ctx->poller_on)
+		return;
+	ferryi_ctx_lock(ctx);
+	ctx->poller_stop = true;
+	pthread_cond_signal(&ctx->poller_cond);
+	ferryi_ctx_unlock(ctx);
+	pthread_join(ctx->poller, NULL);
+	ctx->poller_on = false;
+	pthread_cond_destroy(&ctx->poller_cond);
+}
+
+/* ------------------------------------------------------------------ health and drain */
+
+enum ferry_health ferry_ctx_health(struct ferry_ctx *ctx)
+{
+	ferryi_ctx_lock(ctx);
+	enum ferry_health h = ctx->draining ? FERRY_HEALTH_DRAINING : FERRY_HEALTH_SERVING;
+	ferryi_ctx_unlock(ctx);
+	return h;
+}
+
+static bool ctx_ops_in_flight(struct ferry_ctx *ctx)
+{
+	struct ferryi_list_node *n, *t;
+	ferryi_list_foreach_safe(&ctx->eps, n, t) {
+		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, ctx_link);
+		if (ep->state == FERRYI_EP_CONNECTED && !ferryi_list_empty(&ep->ops))
+			return true;
+	}
+	return false;
+}
+
+int ferry_ctx_drain(struct ferry_ctx *ctx, int grace_ms)
+{
+	if (!ctx)
+		return FERRY_EINVAL;
+	ferryi_ctx_lock(ctx);
+	ctx->draining = true;
+	FERRYI_INFO(ctx, "draining: refusing new endpoints, %d ms for operations in flight",
+		    grace_ms);
+	uint64_t deadline = ferryi_now_ns(ctx) + (uint64_t)(grace_ms > 0 ? grace_ms : 0) * 1000000ull;
+	while (ctx_ops_in_flight(ctx) && ferryi_now_ns(ctx) < deadline) {
+		ferryi_progress_locked(ctx);
+		if (!ctx_ops_in_flight(ctx))
+			break;
+		ferryi_ctx_unlock(ctx);
+		int ms = ferryi_ms_until(ctx, deadline);
+		ferryi_ctx_sleep(ctx, ms < 5 ? ms : 5, NULL);
+		ferryi_ctx_lock(ctx);
+	}
+	int rc = ctx_ops_in_flight(ctx) ? FERRY_ETIMEDOUT : 0;
+	if (rc)
+		FERRYI_WARN(ctx, "drain: grace period of %d ms over; failing what is in flight",
+			    grace_ms);
+	struct ferryi_list_node *n, *t;
+	ferryi_list_foreach_safe(&ctx->eps, n, t) {
+		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, ctx_link);
+		ferryi_ep_begin_close(ep, FERRY_ESHUTDOWN, true, FERRY_EVENT_EP_CLOSED,
+				      "context drained");
+	}
+	ferryi_ctx_unlock(ctx);
+	return rc;
+}

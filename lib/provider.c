@@ -1,0 +1,121 @@
+/*
+ * provider.c - the static provider registry and its checks. A provider is listed here
+ * and nowhere else in the core.
+ */
+#include "core_priv.h"
+
+#include <stdio.h>
+#include <string.h>
+
+extern const struct ferryi_provider ferryi_tcp_provider;
+#ifdef FERRY_HAVE_VERBS
+extern const struct ferryi_provider ferryi_verbs_provider;
+#endif
+#ifdef FERRY_HAVE_OFI
+extern const struct ferryi_provider ferryi_ofi_provider;
+#endif
+
+/* Preference order for auto:// and listings: RDMA first. */
+static const struct ferryi_provider *const registry[] = {
+#ifdef FERRY_HAVE_VERBS
+	&ferryi_verbs_provider,
+#endif
+#ifdef FERRY_HAVE_OFI
+	&ferryi_ofi_provider,
+#endif
+	&ferryi_tcp_provider,
+};
+
+/* Every provider ferry knows, built or not, with how to get it when it is not. */
+static const struct {
+	const char *name;
+	const char *how;
+} known[] = {
+	{ "verbs", "not built: install libibverbs-dev and librdmacm-dev and rebuild "
+		   "(FERRY_WITH_VERBS=AUTO|ON)" },
+	{ "ofi", "not built: install libfabric-dev and rebuild (FERRY_WITH_OFI=AUTO|ON)" },
+	{ "tcp", "" },
+};
+
+int ferryi_provider_check(const struct ferryi_provider *p)
+{
+#define NEED(field)                                                                  \
+	do {                                                                         \
+		if (!p->field) {                                                     \
+			ferryi_log(NULL, FERRY_LOG_ERROR,                            \
+				   "provider %s: mandatory op '" #field "' missing",   \
+				   p->name ? p->name : "?");                         \
+			return FERRY_EINVAL;                                         \
+		}                                                                    \
+	} while (0)
+	NEED(name);
+	NEED(scheme_match);
+	NEED(info);
+	NEED(inst_init);
+	NEED(inst_fini);
+	NEED(listen);
+	NEED(listen_close);
+	NEED(connect);
+	NEED(ep_close);
+	NEED(send);
+	NEED(write);
+	NEED(read);
+	NEED(mr_reg);
+	NEED(mr_dereg);
+	NEED(mr_pack);
+#undef NEED
+	if (p->id == 0 || p->eager_max < 64)
+		return FERRY_EINVAL;
+	return 0;
+}
+
+static const struct ferryi_provider *checked[FERRYI_ARRAY_LEN(registry)];
+static int nchecked;
+static pthread_once_t checked_once = PTHREAD_ONCE_INIT;
+
+static void registry_check(void)
+{
+	for (size_t i = 0; i < FERRYI_ARRAY_LEN(registry); i++)
+		if (ferryi_provider_check(registry[i]) == 0)
+			checked[nchecked++] = registry[i];
+}
+
+const struct ferryi_provider *const *ferryi_providers(int *count)
+{
+	pthread_once(&checked_once, registry_check);
+	*count = nchecked;
+	return checked;
+}
+
+const struct ferryi_provider *ferryi_provider_by_scheme(const char *scheme)
+{
+	int n;
+	const struct ferryi_provider *const *all = ferryi_providers(&n);
+	for (int i = 0; i < n; i++)
+		if (all[i]->scheme_match(scheme))
+			return all[i];
+	return NULL;
+}
+
+int ferry_provider_list(struct ferry_provider_info *out, int max)
+{
+	int n, count = 0;
+	const struct ferryi_provider *const *all = ferryi_providers(&n);
+	for (size_t k = 0; k < FERRYI_ARRAY_LEN(known); k++, count++) {
+		if (!out || count >= max)
+			continue;
+		struct ferry_provider_info *info = &out[count];
+		memset(info, 0, sizeof(*info));
+		info->name = known[k].name;
+		info->status = FERRY_ENOSYS;
+		snprintf(info->detail, sizeof(info->detail), "%s", known[k].how);
+		for (int i = 0; i < n; i++)
+			if (strcmp(all[i]->name, known[k].name) == 0) {
+				info->built = 1;
+				info->status = 0;
+				info->detail[0] = '\0';
+				all[i]->info(info);
+			}
+	}
+	return count;
+}

@@ -1,0 +1,930 @@
+/*
+ * tcp_ep.c - the TCP provider's endpoint: transmit queues and coalescing writer,
+ * receive state machine with a staging buffer, endpoint teardown.
+ *
+ * Transmit order: the frame written in part (cur_op/cur_ctl), then the control
+ * frames, then the ops in posting order (ops only once the handshake is done). One
+ * sendmsg() carries up to FERRYI_TCP_TX_BATCH frames; payload iovecs point at the
+ * user's buffer or the registered region, never at a copy.
+ *
+ * Receive: a header (plus its fixed extension) is decoded from the staging buffer,
+ * validated, and dispatched; its payload goes to the destination the frame's handler
+ * chose (a posted receive, an unexpected buffer, a region, a read buffer) or is
+ * dropped. Once the staged bytes are used up, the rest of a payload is read with
+ * recvmsg() straight into the destination, with the staging buffer as a second iovec
+ * so the next frame's header comes along in the same call.
+ */
+#define _GNU_SOURCE
+#include "tcp_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void tcp_hs_timeout(struct ferryi_timer *t);
+
+void ferryi_tcp_ep_init(struct ferry_ep *ep, int fd)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	memset(te, 0, sizeof(*te));
+	te->inited = true;
+	te->fd = fd;
+	te->ph.fd = fd;
+	te->ph.fn = ferryi_tcp_poll_fn;
+	ferryi_timer_init(&te->hs_timer, tcp_hs_timeout);
+	ferryi_list_init(&te->txq_ops);
+	ferryi_list_init(&te->txq_ctl);
+	ferryi_list_init(&te->wait);
+
+	ferryi_local_info(ep->ctx, &te->local);
+	if (te->local.eager_max > FERRYI_TCP_EAGER_MAX)
+		te->local.eager_max = FERRYI_TCP_EAGER_MAX;
+	if (te->local.eager_max > te->local.max_frame)
+		te->local.eager_max = te->local.max_frame;
+	te->lim.max_frame = te->local.max_frame;
+	te->lim.eager_max = te->local.eager_max;
+}
+
+/* ------------------------------------------------------------------ lifetime */
+
+static void tcp_finish(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	free(te->stage);
+	te->stage = NULL;
+	te->gone = true;
+	ferryi_ep_gone(ep);
+}
+
+void ferryi_tcp_enter(struct ferry_ep *ep)
+{
+	ferryi_tcp_ep(ep)->depth++;
+}
+
+void ferryi_tcp_leave(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	if (--te->depth == 0 && te->gone_pending) {
+		te->gone_pending = false;
+		tcp_finish(ep); /* ep may be freed from here on */
+	}
+}
+
+static void tcp_vfail(struct ferry_ep *ep, int code, bool notify, const char *fmt,
+		      va_list ap)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	char why[256];
+
+	if (te->closed || te->closing || te->io_error)
+		return;
+	vsnprintf(why, sizeof(why), fmt, ap);
+	/* Tell the peer why, unless a frame is half written (it would corrupt it). */
+	if (notify && te->fd >= 0 && !te->cur_op && !te->cur_ctl &&
+	    te->hs != FERRYI_TCP_HS_CONNECTING)
+		ferryi_tcp_send_error_now(te->fd, code);
+	te->io_error = true; /* nothing more goes out, not even a graceful flush */
+	ferryi_ep_failed(ep, code, why);
+}
+
+void ferryi_tcp_fail(struct ferry_ep *ep, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	tcp_vfail(ep, code, false, fmt, ap);
+	va_end(ap);
+}
+
+void ferryi_tcp_fail_notify(struct ferry_ep *ep, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	tcp_vfail(ep, code, true, fmt, ap);
+	va_end(ap);
+}
+
+void ferryi_tcp_proto_fail(struct ferry_ep *ep, int code, const char *fmt, ...)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	va_list ap;
+
+	if (te->closed || te->closing || te->io_error)
+		return;
+	/* ferryi_ep_failed() counts EPROTO/EVERSION in protocol_errors. */
+	va_start(ap, fmt);
+	tcp_vfail(ep, code, true, fmt, ap);
+	va_end(ap);
+}
+
+static void tcp_hs_timeout(struct ferryi_timer *t)
+{
+	struct ferryi_tcp_ep *te = ferryi_container_of(t, struct ferryi_tcp_ep, hs_timer);
+	struct ferry_ep *ep = ferryi_tcp_ep_of(te);
+
+	ferryi_tcp_enter(ep);
+	if (!te->closed && te->hs != FERRYI_TCP_HS_DONE)
+		ferryi_tcp_fail_notify(ep, FERRY_ETIMEDOUT,
+				       "no complete HELLO within %u ms "
+				       "(%llu bytes received)",
+				       te->hs_timeout_ms,
+				       (unsigned long long)te->hs_bytes);
+	ferryi_tcp_leave(ep);
+}
+
+/* ------------------------------------------------------------------ transmit */
+
+int ferryi_tcp_set_events(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	uint32_t ev;
+	int rc;
+
+	if (te->closed || te->fd < 0 || !te->polled)
+		return 0;
+	if (te->hs == FERRYI_TCP_HS_CONNECTING)
+		ev = EPOLLOUT;
+	else
+		ev = EPOLLIN | (te->want_out ? EPOLLOUT : 0);
+	if (ev == te->ph.events)
+		return 0;
+	rc = ferryi_poll_mod(ep->ctx, &te->ph, ev);
+	if (rc < 0) {
+		ferryi_tcp_fail(ep, rc, "epoll update failed: %s", ferry_strerror(rc));
+		return rc;
+	}
+	te->ph.events = ev;
+	return 0;
+}
+
+static bool tcp_tx_pending(const struct ferryi_tcp_ep *te)
+{
+	return te->cur_op || te->cur_ctl || !ferryi_list_empty(&te->txq_ctl) ||
+	       (te->hs == FERRYI_TCP_HS_DONE && !ferryi_list_empty(&te->txq_ops));
+}
+
+struct tcp_frame {
+	struct ferryi_op *op;
+	struct ferryi_tcp_ctl *ctl;
+	uint32_t prefix_len;
+	uint64_t total;
+	uint64_t sent;
+};
+
+struct tcp_batch {
+	struct iovec iov[2 * FERRYI_TCP_TX_BATCH];
+	uint8_t prefix[FERRYI_TCP_TX_BATCH][FERRYI_TCP_PREFIX_MAX];
+	struct tcp_frame fr[FERRYI_TCP_TX_BATCH];
+	int nfr, niov;
+	uint64_t bytes;
+	bool full; /* a frame could not be described whole: nothing may follow it */
+};
+
+/* Adds the unwritten part of one frame; returns false when the batch is full. */
+static bool tcp_batch_add(struct tcp_batch *b, struct ferryi_op *op,
+			  struct ferryi_tcp_ctl *ctl)
+{
+	struct tcp_frame *f;
+	const uint8_t *prefix;
+	const void *payload;
+	uint64_t plen, skip, room;
+
+	if (b->full || b->nfr == FERRYI_TCP_TX_BATCH || b->bytes >= FERRYI_TCP_IO_CHUNK)
+		return false;
+	f = &b->fr[b->nfr];
+	f->op = op;
+	f->ctl = ctl;
+	if (op) {
+		f->prefix_len = ferryi_tcp_op_prefix(op, b->prefix[b->nfr], &payload, &plen);
+		prefix = b->prefix[b->nfr];
+		f->sent = op->prov[FERRYI_TCP_OP_SENT];
+	} else {
+		f->prefix_len = ctl->prefix_len;
+		prefix = ctl->prefix;
+		payload = ctl->payload;
+		plen = ctl->payload_len;
+		f->sent = ctl->sent;
+	}
+	f->total = f->prefix_len + plen;
+	skip = f->sent;
+	if (skip < f->prefix_len) {
+		b->iov[b->niov].iov_base = (void *)(prefix + skip);
+		b->iov[b->niov].iov_len = f->prefix_len - skip;
+		b->bytes += f->prefix_len - skip;
+		b->niov++;
+		skip = 0;
+	} else {
+		skip -= f->prefix_len;
+	}
+	if (plen > skip) {
+		room = b->bytes < FERRYI_TCP_IO_CHUNK ? FERRYI_TCP_IO_CHUNK - b->bytes : 0;
+		uint64_t n = FERRYI_MIN(plen - skip, room);
+
+		if (n > 0) {
+			b->iov[b->niov].iov_base = (uint8_t *)payload + skip;
+			b->iov[b->niov].iov_len = (size_t)n;
+			b->bytes += n;
+			b->niov++;
+		}
+		if (n < plen - skip)
+			b->full = true;
+	}
+	b->nfr++;
+	return true;
+}
+
+static void tcp_batch_build(struct ferryi_tcp_ep *te, struct tcp_batch *b)
+{
+	struct ferryi_list_node *n, *tmp;
+
+	b->nfr = b->niov = 0;
+	b->bytes = 0;
+	b->full = false;
+	if (te->cur_op)
+		tcp_batch_add(b, te->cur_op, NULL);
+	else if (te->cur_ctl)
+		tcp_batch_add(b, NULL, te->cur_ctl);
+	ferryi_list_foreach_safe(&te->txq_ctl, n, tmp)
+	{
+		if (!tcp_batch_add(b, NULL, ferryi_container_of(n, struct ferryi_tcp_ctl, link)))
+			return;
+	}
+	if (te->hs != FERRYI_TCP_HS_DONE)
+		return;
+	ferryi_list_foreach_safe(&te->txq_ops, n, tmp)
+	{
+		if (!tcp_batch_add(b, ferryi_container_of(n, struct ferryi_op, qlink), NULL))
+			return;
+	}
+}
+
+static void tcp_ctl_free(struct ferryi_tcp_ctl *ctl)
+{
+	if (ctl->has_use) {
+		ctl->has_use = false;
+		ferryi_mr_remote_put(&ctl->use);
+	}
+	free(ctl);
+}
+
+/*
+ * Accounts n written bytes to the batch's frames in order. Finished sends go to
+ * *done, finished write/read requests to te->wait, finished control frames to
+ * *done_ctl; a frame written in part becomes cur_op/cur_ctl. Returns true when the
+ * whole batch went out.
+ */
+static bool tcp_batch_consume(struct ferry_ep *ep, struct tcp_batch *b, uint64_t n,
+			      struct ferryi_list *done, struct ferryi_list *done_ctl)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct ferry_stats *st = ferryi_stats(ep->pi);
+
+	/* Payload bytes (bytes_sent) are counted by the core when an op completes. */
+	st->wire_bytes_sent += n;
+	for (int i = 0; i < b->nfr; i++) {
+		struct tcp_frame *f = &b->fr[i];
+		uint64_t rem = f->total - f->sent, adv = FERRYI_MIN(n, rem);
+
+		n -= adv;
+
+		if (adv == rem) {
+			if (f->op) {
+				if (te->cur_op == f->op)
+					te->cur_op = NULL;
+				else
+					ferryi_list_remove(&f->op->qlink);
+				f->op->prov[FERRYI_TCP_OP_SENT] = f->total;
+				if (f->op->prov[FERRYI_TCP_OP_KIND] == FERRYI_TCP_MSG) {
+					ferryi_list_push_back(done, &f->op->qlink);
+				} else {
+					f->op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_WAIT;
+					ferryi_list_push_back(&te->wait, &f->op->qlink);
+				}
+			} else {
+				if (te->cur_ctl == f->ctl)
+					te->cur_ctl = NULL;
+				else
+					ferryi_list_remove(&f->ctl->link);
+				te->nctl--;
+				ferryi_list_push_back(done_ctl, &f->ctl->link);
+			}
+			continue;
+		}
+		/* Written in part (maybe not at all): this frame goes next, whole. */
+		if (adv > 0) {
+			if (f->op) {
+				f->op->prov[FERRYI_TCP_OP_SENT] += adv;
+				if (te->cur_op != f->op) {
+					ferryi_list_remove(&f->op->qlink);
+					te->cur_op = f->op;
+				}
+			} else {
+				f->ctl->sent += adv;
+				if (te->cur_ctl != f->ctl) {
+					ferryi_list_remove(&f->ctl->link);
+					te->cur_ctl = f->ctl;
+				}
+			}
+		}
+		return false;
+	}
+	return !b->full;
+}
+
+/* One sendmsg(): 1 = the batch went out whole, 0 = socket full, -1 = failed. */
+static int tcp_tx_once(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct tcp_batch b;
+	struct ferryi_list done, done_ctl;
+	struct ferryi_list_node *node;
+	struct msghdr mh;
+	ssize_t n;
+	bool whole;
+
+	tcp_batch_build(te, &b);
+	if (b.nfr == 0)
+		return 1;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = b.iov;
+	mh.msg_iovlen = (size_t)b.niov;
+	do {
+		n = b.niov > 0 ? sendmsg(te->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		int err = errno;
+
+		if (err == EAGAIN || err == EWOULDBLOCK)
+			return 0;
+		ferryi_tcp_fail(ep, ferryi_tcp_errno(err), "send failed: %s", strerror(err));
+		return -1;
+	}
+
+	ferryi_list_init(&done);
+	ferryi_list_init(&done_ctl);
+	whole = tcp_batch_consume(ep, &b, (uint64_t)n, &done, &done_ctl);
+
+	/* Upcalls last: the queues are consistent again, re-entry is safe. */
+	while ((node = ferryi_list_pop_front(&done_ctl)) != NULL)
+		tcp_ctl_free(ferryi_container_of(node, struct ferryi_tcp_ctl, link));
+	while ((node = ferryi_list_pop_front(&done)) != NULL) {
+		ferryi_op_done(ferryi_container_of(node, struct ferryi_op, qlink), 0);
+	}
+	return whole ? 1 : 0;
+}
+
+void ferryi_tcp_flush(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	if (te->closed || te->fd < 0 || te->io_error || te->hs == FERRYI_TCP_HS_CONNECTING)
+		return;
+	if (te->flushing) {
+		te->flush_again = true; /* the outer flush loops once more */
+		return;
+	}
+	te->flushing = true;
+	for (;;) {
+		int rc;
+
+		te->flush_again = false;
+		if (!tcp_tx_pending(te)) {
+			te->want_out = false;
+			break;
+		}
+		rc = tcp_tx_once(ep);
+		if (rc < 0 || te->closed)
+			break;
+		if (rc == 0) {
+			te->want_out = true;
+			break;
+		}
+	}
+	te->flushing = false;
+	if (!te->closed && !te->closing)
+		ferryi_tcp_set_events(ep);
+}
+
+struct ferryi_tcp_ctl *ferryi_tcp_ctl_new(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct ferryi_tcp_ctl *ctl;
+
+	if (te->nctl >= FERRYI_TCP_CTL_MAX) {
+		ferryi_tcp_fail(ep, FERRY_ENOBUFS,
+				"%u control frames queued: the peer does not read",
+				te->nctl);
+		return NULL;
+	}
+	ctl = calloc(1, sizeof(*ctl));
+	if (!ctl) {
+		ferryi_tcp_fail(ep, FERRY_ENOMEM, "out of memory for a control frame");
+		return NULL;
+	}
+	return ctl;
+}
+
+void ferryi_tcp_ctl_push(struct ferry_ep *ep, struct ferryi_tcp_ctl *ctl,
+			 const struct ferryi_tcp_hdr *h, const struct ferryi_tcp_ext *e)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	ctl->prefix_len = ferryi_tcp_encode(ctl->prefix, h, e);
+	ferryi_list_push_back(&te->txq_ctl, &ctl->link);
+	te->nctl++;
+}
+
+int ferryi_tcp_ctl_queue(struct ferry_ep *ep, const struct ferryi_tcp_hdr *h,
+			 const struct ferryi_tcp_ext *e)
+{
+	struct ferryi_tcp_ctl *ctl = ferryi_tcp_ctl_new(ep);
+
+	if (!ctl)
+		return FERRY_ENOBUFS;
+	ferryi_tcp_ctl_push(ep, ctl, h, e);
+	return 0;
+}
+
+/* An op enters the transmit queue; written at once when nothing is ahead of it. */
+void ferryi_tcp_tx_post(struct ferry_ep *ep, struct ferryi_op *op, unsigned kind)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	op->prov[FERRYI_TCP_OP_KIND] = kind;
+	op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_QUEUED;
+	op->prov[FERRYI_TCP_OP_SENT] = 0;
+	ferryi_list_push_back(&te->txq_ops, &op->qlink);
+	if (te->hs == FERRYI_TCP_HS_DONE && !te->want_out) {
+		ferryi_tcp_enter(ep);
+		ferryi_tcp_flush(ep);
+		ferryi_tcp_leave(ep);
+	}
+}
+
+int ferryi_tcp_send(struct ferry_ep *ep, struct ferryi_op *op)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	if (!te->inited || te->closed || te->closing || te->io_error)
+		return FERRY_ENOTCONN;
+	if (te->hs == FERRYI_TCP_HS_DONE && op->len > te->peer.eager_max)
+		return FERRY_EMSGSIZE;
+	ferryi_tcp_tx_post(ep, op, FERRYI_TCP_MSG);
+	return 0;
+}
+
+/*
+ * The handshake finished: ops posted meanwhile that exceed what the peer accepts fail
+ * now, with FERRY_EMSGSIZE, rather than make the peer drop the connection.
+ */
+void ferryi_tcp_hs_done(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct ferryi_list bad;
+	struct ferryi_list_node *n, *tmp;
+
+	te->hs = FERRYI_TCP_HS_DONE;
+	if (ferryi_timer_armed(&te->hs_timer))
+		ferryi_timer_cancel(ep->ctx, &te->hs_timer);
+	ferryi_list_init(&bad);
+	ferryi_list_foreach_safe(&te->txq_ops, n, tmp)
+	{
+		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, qlink);
+		uint64_t limit = op->prov[FERRYI_TCP_OP_KIND] == FERRYI_TCP_MSG
+					 ? te->peer.eager_max
+					 : te->peer.max_frame;
+
+		if (op->len > limit) {
+			ferryi_list_remove(&op->qlink);
+			ferryi_list_push_back(&bad, &op->qlink);
+		}
+	}
+	while ((n = ferryi_list_pop_front(&bad)) != NULL)
+		ferryi_op_done(ferryi_container_of(n, struct ferryi_op, qlink), FERRY_EMSGSIZE);
+}
+
+/* ------------------------------------------------------------------ receive */
+
+void ferryi_tcp_rx_payload(struct ferry_ep *ep, uint8_t kind, void *dst, uint64_t len)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	te->rx_state = FERRYI_TCP_RX_PAYLOAD;
+	te->rx_kind = kind;
+	te->rx_dst = dst;
+	te->rx_left = len;
+	te->rx_total = len;
+}
+
+static void tcp_rx_payload_end(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	te->rx_state = FERRYI_TCP_RX_HDR;
+	switch (te->rx_kind) {
+	case FERRYI_TCP_MSG:
+		te->rx_msg_active = false;
+		ferryi_rx_end(ep, &te->rx, 0);
+		break;
+	case FERRYI_TCP_WRITE:
+		ferryi_tcp_write_rx_done(ep);
+		break;
+	case FERRYI_TCP_READ_RESP:
+		ferryi_tcp_read_rx_done(ep);
+		break;
+	default:
+		break;
+	}
+}
+
+static void tcp_rx_msg(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct ferryi_msg m;
+	int rc;
+
+	ferryi_tcp_msg_from_hdr(&te->rh, &m);
+	rc = ferryi_rx_begin(ep, &m, te->rh.len, &te->rx);
+	if (te->closed)
+		return;
+	if (rc < 0) {
+		/* The core logged and counted the reason already. */
+		ferryi_tcp_fail(ep, rc, "message type %u (%llu bytes) refused", m.type,
+				(unsigned long long)te->rh.len);
+		return;
+	}
+	te->rx_msg_active = true;
+	ferryi_tcp_rx_payload(ep, FERRYI_TCP_MSG, te->rx.dst, te->rh.len);
+}
+
+static void tcp_rx_dispatch(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	unsigned type = te->rh.type;
+
+	switch (type) {
+	case FERRYI_TCP_HELLO:
+		if (te->hs != FERRYI_TCP_HS_WAIT_HELLO) {
+			ferryi_tcp_proto_fail(ep, FERRY_EPROTO,
+					      "unexpected HELLO (handshake state %u)", te->hs);
+			return;
+		}
+		ferryi_tcp_on_hello(ep);
+		return;
+	case FERRYI_TCP_HELLO_ACK:
+		if (te->hs != FERRYI_TCP_HS_HELLO_SENT) {
+			ferryi_tcp_proto_fail(ep, FERRY_EPROTO,
+					      "unexpected HELLO_ACK (handshake state %u)",
+					      te->hs);
+			return;
+		}
+		ferryi_tcp_on_hello_ack(ep);
+		return;
+	case FERRYI_TCP_ERROR:
+		ferryi_tcp_fail(ep, te->rext.status, "the peer closed the connection: %s (%s)",
+				ferry_strerror(te->rext.status),
+				ferry_errname(te->rext.status));
+		return;
+	default:
+		break;
+	}
+	if (te->hs != FERRYI_TCP_HS_DONE) {
+		ferryi_tcp_proto_fail(ep, FERRY_EPROTO,
+				      "%s frame before the handshake finished",
+				      ferryi_tcp_type_name(type));
+		return;
+	}
+	switch (type) {
+	case FERRYI_TCP_MSG:
+		tcp_rx_msg(ep);
+		break;
+	case FERRYI_TCP_WRITE:
+		ferryi_tcp_on_write(ep);
+		break;
+	case FERRYI_TCP_WRITE_ACK:
+		ferryi_tcp_on_write_ack(ep);
+		break;
+	case FERRYI_TCP_READ_REQ:
+		ferryi_tcp_on_read_req(ep);
+		break;
+	case FERRYI_TCP_READ_RESP:
+		ferryi_tcp_on_read_resp(ep);
+		break;
+	default: /* the decoder refuses unknown types; keep the compiler honest */
+		ferryi_tcp_proto_fail(ep, FERRY_EPROTO, "unknown frame type %u", type);
+		break;
+	}
+}
+
+static void tcp_rx_eof(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	if (te->hs != FERRYI_TCP_HS_DONE)
+		ferryi_tcp_fail(ep, FERRY_ECONNRESET,
+				"the peer closed the connection during the handshake "
+				"(%llu bytes received)",
+				(unsigned long long)te->hs_bytes);
+	else if (te->rx_state == FERRYI_TCP_RX_PAYLOAD)
+		ferryi_tcp_fail(ep, FERRY_ECONNRESET,
+				"the peer closed the connection inside a %s frame "
+				"(%llu of %llu payload bytes missing)",
+				ferryi_tcp_type_name(te->rx_kind),
+				(unsigned long long)te->rx_left,
+				(unsigned long long)te->rx_total);
+	else if (te->re > te->rs)
+		ferryi_tcp_fail(ep, FERRY_ECONNRESET,
+				"the peer closed the connection after a truncated header "
+				"(%zu bytes)",
+				te->re - te->rs);
+	else
+		ferryi_tcp_fail(ep, FERRY_ECONNRESET, "the peer closed the connection");
+}
+
+/*
+ * One receive call. With a payload destination and an empty stage, reads straight
+ * into the destination with the stage as overflow. Returns the bytes read, 0 on
+ * EAGAIN, -1 when the endpoint failed. *asked is the space offered.
+ */
+static ssize_t tcp_rx_read(struct ferry_ep *ep, uint64_t *asked)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct iovec iov[2];
+	struct msghdr mh;
+	int niov = 0;
+	ssize_t n;
+
+	if (te->rs > 0) {
+		memmove(te->stage, te->stage + te->rs, te->re - te->rs);
+		te->re -= te->rs;
+		te->rs = 0;
+	}
+	uint64_t direct = 0;
+
+	if (te->rx_state == FERRYI_TCP_RX_PAYLOAD && te->rx_dst && te->re == 0) {
+		direct = FERRYI_MIN(te->rx_left, FERRYI_TCP_IO_CHUNK);
+		iov[niov].iov_base = te->rx_dst;
+		iov[niov].iov_len = (size_t)direct;
+		niov++;
+	}
+	iov[niov].iov_base = te->stage + te->re;
+	iov[niov].iov_len = FERRYI_TCP_STAGE_SIZE - te->re;
+	niov++;
+	*asked = direct + (FERRYI_TCP_STAGE_SIZE - te->re);
+
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = (size_t)niov;
+	do {
+		n = recvmsg(te->fd, &mh, MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	if (n == 0) {
+		tcp_rx_eof(ep);
+		return -1;
+	}
+	if (n < 0) {
+		int err = errno;
+
+		if (err == EAGAIN || err == EWOULDBLOCK)
+			return 0;
+		ferryi_tcp_fail(ep, ferryi_tcp_errno(err), "receive failed: %s", strerror(err));
+		return -1;
+	}
+
+	ferryi_stats(ep->pi)->wire_bytes_received += (uint64_t)n;
+	if (te->hs != FERRYI_TCP_HS_DONE)
+		te->hs_bytes += (uint64_t)n;
+	if ((uint64_t)n <= direct) {
+		te->rx_dst += n;
+		te->rx_left -= (uint64_t)n;
+	} else {
+		if (direct) {
+			te->rx_dst += direct;
+			te->rx_left -= direct;
+		}
+		te->re += (size_t)((uint64_t)n - direct);
+	}
+	return n;
+}
+
+/* Decodes the next header (+ extension) from the stage: 1 = dispatched, 0 = need
+ * more bytes, -1 = failed. */
+static int tcp_rx_frame(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	size_t have = te->re - te->rs;
+	char why[200];
+	uint32_t need;
+	int rc;
+
+	if (have < FERRYI_TCP_HDR_LEN)
+		return 0;
+	if (!te->rx_hdr_ok) {
+		rc = ferryi_tcp_hdr_decode(te->stage + te->rs, &te->lim, &te->rh, why,
+					   sizeof(why));
+		if (rc < 0) {
+			ferryi_tcp_proto_fail(ep, rc, "bad frame header: %s", why);
+			return -1;
+		}
+		te->rx_hdr_ok = true;
+	}
+	need = FERRYI_TCP_HDR_LEN + ferryi_tcp_ext_len(te->rh.type);
+	if (have < need)
+		return 0;
+	rc = ferryi_tcp_ext_decode(te->rh.type, te->stage + te->rs + FERRYI_TCP_HDR_LEN,
+				   &te->lim, &te->rext, why, sizeof(why));
+	if (rc < 0) {
+		ferryi_tcp_proto_fail(ep, rc, "bad %s frame: %s",
+				      ferryi_tcp_type_name(te->rh.type), why);
+		return -1;
+	}
+	te->rs += need;
+	te->rx_hdr_ok = false;
+	tcp_rx_dispatch(ep);
+	return 1;
+}
+
+static void tcp_rx_run(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	uint64_t budget = FERRYI_TCP_RX_BUDGET;
+	bool drained = false, activity = false;
+
+	if (!te->stage) {
+		te->stage = malloc(FERRYI_TCP_STAGE_SIZE);
+		if (!te->stage) {
+			ferryi_tcp_fail(ep, FERRY_ENOMEM, "out of memory for the receive buffer");
+			return;
+		}
+	}
+	/* Stop as soon as the core began closing (a GOODBYE, a failure upcall). */
+	while (!te->closed && !te->io_error && ep->state != FERRYI_EP_CLOSED) {
+		if (te->rx_state == FERRYI_TCP_RX_PAYLOAD) {
+			size_t have = te->re - te->rs;
+
+			if (have > 0 && te->rx_left > 0) {
+				size_t n = (size_t)FERRYI_MIN((uint64_t)have, te->rx_left);
+
+				if (te->rx_dst) {
+					memcpy(te->rx_dst, te->stage + te->rs, n);
+					te->rx_dst += n;
+				}
+				te->rs += n;
+				te->rx_left -= n;
+			}
+			if (te->rx_left == 0) {
+				tcp_rx_payload_end(ep);
+				continue;
+			}
+		} else {
+			int rc = tcp_rx_frame(ep);
+
+			if (rc < 0)
+				break;
+			if (rc > 0)
+				continue;
+		}
+		/* Need more bytes from the socket. */
+		if (drained || budget == 0)
+			break;
+		uint64_t asked = 0;
+		ssize_t n = tcp_rx_read(ep, &asked);
+
+		if (n <= 0)
+			break;
+		if (!activity) {
+			activity = true;
+			ferryi_ep_rx_activity(ep);
+		}
+		budget -= FERRYI_MIN(budget, (uint64_t)n);
+		/* A short read means the socket is empty: epoll tells when more arrives. */
+		if ((uint64_t)n < asked)
+			drained = true;
+	}
+}
+
+void ferryi_tcp_poll_fn(struct ferryi_poll_handle *h, uint32_t events)
+{
+	struct ferryi_tcp_ep *te = ferryi_container_of(h, struct ferryi_tcp_ep, ph);
+	struct ferry_ep *ep = ferryi_tcp_ep_of(te);
+
+	ferryi_tcp_enter(ep);
+	/* After a failure the socket stays in epoll until the core's ep_close. */
+	if (te->closed || te->closing || te->io_error)
+		goto out;
+	if (te->hs == FERRYI_TCP_HS_CONNECTING) {
+		ferryi_tcp_connect_done(ep);
+		goto out;
+	}
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+		tcp_rx_run(ep);
+	/* Writable, or the receive side queued acknowledgements: write them now. */
+	if (!te->closed && ((events & EPOLLOUT) || !te->want_out))
+		ferryi_tcp_flush(ep);
+out:
+	ferryi_tcp_leave(ep);
+}
+
+/* ------------------------------------------------------------------ close */
+
+static void tcp_drain_input(int fd)
+{
+	char buf[4096];
+
+	/* Unread input makes close() send a reset that may discard what we sent. */
+	for (int i = 0; i < 256; i++) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n <= 0 && !(n < 0 && errno == EINTR))
+			break;
+	}
+}
+
+void ferryi_tcp_ep_close(struct ferry_ep *ep, int reason, int graceful)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct ferryi_list ops;
+	struct ferryi_list_node *n;
+
+	if (!te->inited) {
+		ferryi_ep_gone(ep);
+		return;
+	}
+	if (te->closed || te->closing)
+		return;
+	if (reason >= 0)
+		reason = FERRY_ECANCELED;
+	te->closing = true;
+	te->depth++;
+
+	if (graceful && te->hs == FERRYI_TCP_HS_DONE && !te->io_error && !te->flushing &&
+	    te->fd >= 0)
+		ferryi_tcp_flush(ep); /* best effort, never blocks */
+	else if (!te->io_error && te->fd >= 0 && !te->cur_op && !te->cur_ctl &&
+		 (te->hs == FERRYI_TCP_HS_WAIT_HELLO || te->hs == FERRYI_TCP_HS_HELLO_SENT))
+		/* Refused mid-handshake (draining, limits, deadline): tell the peer why.
+		 * After the handshake the core's GOODBYE does that. */
+		ferryi_tcp_send_error_now(te->fd, reason);
+	te->closed = true;
+
+	if (ferryi_timer_armed(&te->hs_timer))
+		ferryi_timer_cancel(ep->ctx, &te->hs_timer);
+	if (te->polled) {
+		ferryi_poll_del(ep->ctx, &te->ph);
+		te->polled = false;
+	}
+	if (te->fd >= 0) {
+		if (graceful && !te->io_error) {
+			shutdown(te->fd, SHUT_WR);
+			tcp_drain_input(te->fd);
+		}
+		close(te->fd);
+		te->fd = -1;
+	}
+
+	/* Receive side: hand back what the frame in progress held. */
+	if (te->rx_use_held) {
+		te->rx_use_held = false;
+		ferryi_mr_remote_put(&te->rx_use);
+	}
+	te->rx_op = NULL;
+	if (te->rx_msg_active) {
+		te->rx_msg_active = false;
+		ferryi_rx_end(ep, &te->rx, reason);
+	}
+
+	/* Control frames: release held regions. */
+	if (te->cur_ctl) {
+		tcp_ctl_free(te->cur_ctl);
+		te->cur_ctl = NULL;
+	}
+	while ((n = ferryi_list_pop_front(&te->txq_ctl)) != NULL)
+		tcp_ctl_free(ferryi_container_of(n, struct ferryi_tcp_ctl, link));
+	te->nctl = 0;
+
+	/* Every op still owned completes once, with the reason. */
+	ferryi_list_init(&ops);
+	if (te->cur_op) {
+		ferryi_list_push_back(&ops, &te->cur_op->qlink);
+		te->cur_op = NULL;
+	}
+	while ((n = ferryi_list_pop_front(&te->txq_ops)) != NULL)
+		ferryi_list_push_back(&ops, n);
+	while ((n = ferryi_list_pop_front(&te->wait)) != NULL)
+		ferryi_list_push_back(&ops, n);
+	while ((n = ferryi_list_pop_front(&ops)) != NULL)
+		ferryi_op_done(ferryi_container_of(n, struct ferryi_op, qlink), reason);
+
+	if (--te->depth == 0)
+		tcp_finish(ep);
+	else
+		te->gone_pending = true;
+}

@@ -1,0 +1,609 @@
+/*
+ * conf_msg.c - tagged send/recv: sizes 0 B..64 MiB with the bytes verified, tag masks,
+ * unexpected messages, ordering, truncation, many messages in flight, completion
+ * queues, per-operation deadlines, the peer's limits.
+ */
+#define _GNU_SOURCE
+#include "conf_harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GUARD 64
+#define GUARD_BYTE 0xA5
+
+/* Sends len bytes tx->rx with the recv posted first (or after, if unexpected) and
+ * checks both completions, the bytes and the guard after them. */
+static void xfer(struct conf *c, bool c2s, size_t len, uint64_t tag, uint64_t seed,
+		 bool unexpected)
+{
+	struct conf_world *w = &c->w;
+	struct ferry_ep *tx = c2s ? c->cep : c->sep, *rx = c2s ? c->sep : c->cep;
+	struct ferry_cq *txq = ferry_ctx_cq(c2s ? w->cli : w->srv);
+	struct ferry_cq *rxq = ferry_ctx_cq(c2s ? w->srv : w->cli);
+	unsigned char *sbuf = conf_alloc(c, len ? len : 1);
+	unsigned char *rbuf = conf_alloc(c, len + GUARD);
+	struct ferry_completion cmp;
+	char what[96];
+
+	conf_fill(sbuf, len, seed);
+	memset(rbuf, GUARD_BYTE, len + GUARD);
+	if (!unexpected)
+		conf_assert_rc(ferry_recv(rx, rbuf, len + GUARD, tag, ~0ull, rbuf, NULL), 0);
+	conf_assert_rc(ferry_send(tx, sbuf, len, tag, sbuf, NULL), 0);
+	if (unexpected) {
+		/* Let the message (or its announcement) arrive before the recv exists. */
+		conf_drive_for(w, 20);
+		conf_assert_rc(ferry_recv(rx, rbuf, len + GUARD, tag, ~0ull, rbuf, NULL), 0);
+	}
+	conf_wait_ms(w, rxq, &cmp, 1, 30000);
+	snprintf(what, sizeof(what), "recv of %zu bytes (%s)", len, c2s ? "c->s" : "s->c");
+	if (cmp.status != 0)
+		conf_fail("%s completed with %s", what, conf_err(cmp.status));
+	assert_int_equal(cmp.type, FERRY_OP_RECV);
+	assert_ptr_equal(cmp.user_ctx, rbuf);
+	assert_ptr_equal(cmp.ep, rx);
+	assert_int_equal(cmp.tag, tag);
+	if (cmp.len != len)
+		conf_fail("%s: completion len %llu", what, (unsigned long long)cmp.len);
+	conf_wait_ms(w, txq, &cmp, 1, 30000);
+	if (cmp.status != 0)
+		conf_fail("send of %zu bytes completed with %s", len, conf_err(cmp.status));
+	assert_int_equal(cmp.type, FERRY_OP_SEND);
+	assert_ptr_equal(cmp.user_ctx, sbuf);
+	assert_ptr_equal(cmp.ep, tx);
+	assert_int_equal(cmp.tag, tag);
+	if (cmp.len != len)
+		conf_fail("send of %zu bytes: completion len %llu", len,
+			  (unsigned long long)cmp.len);
+	conf_assert_pattern(rbuf, len, seed, what);
+	conf_assert_bytes(rbuf + len, GUARD, GUARD_BYTE, "bytes after the message");
+	conf_assert_pattern(sbuf, len, seed, "send buffer after the send");
+	conf_free(c, sbuf);
+	conf_free(c, rbuf);
+}
+
+static const size_t sizes[] = {
+	0,     1,     7,          8,          63,           64,        4095,
+	4096,  4097,  65535,      65536,      65537,        262144 + 3, 1 << 20,
+	(4 << 20) + 1, 16 << 20,  64 << 20,
+};
+
+static void test_msg_sizes(void **state)
+{
+	struct conf *c = *state;
+	size_t i;
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		xfer(c, true, sizes[i], 0x1000 + i, 11 + i, false);
+}
+
+static void test_msg_sizes_reverse(void **state)
+{
+	struct conf *c = *state;
+	size_t i;
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i += 2)
+		xfer(c, false, sizes[i], 0x2000 + i, 101 + i, false);
+}
+
+static void test_msg_unexpected_sizes(void **state)
+{
+	struct conf *c = *state;
+	size_t i;
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]) - 1; i++)
+		xfer(c, true, sizes[i], 0x3000 + i, 201 + i, true);
+}
+
+/* Tag masks: (msg & mask) == (tag & mask). */
+static void test_msg_tag_mask(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	struct {
+		uint64_t tag, mask;
+		uint64_t want; /* tag of the message it must get */
+	} r[] = {
+		{ 0xAB00, 0xFF00, 0xAB12 },
+		{ 0x0001, 0x00FF, 0x5501 },
+		{ 0x0077, ~0ull, 0x0077 },
+		{ 0xFFFFFFFF00000000ull, 0xFFFFFFFF00000000ull, 0xFFFFFFFF12345678ull },
+		{ 0x8000000000000000ull, 0x8000000000000000ull, 0x8000000000000000ull },
+		{ 0x1234, 0, 0x7777 }, /* mask 0 matches anything: gets the first left */
+	};
+	/* Sent in this order; 0x7777 matches only the wildcard. */
+	const uint64_t msgs[] = { 0x7777, 0x0077, 0xAB12, 0x5501, 0xFFFFFFFF12345678ull,
+				  0x8000000000000000ull };
+	enum { N = sizeof(msgs) / sizeof(msgs[0]) };
+	uint64_t in[N], out[N];
+	struct ferry_completion cmp[N];
+	int i, k;
+
+	for (i = 0; i < N; i++) {
+		in[i] = 0;
+		conf_assert_rc(ferry_recv(c->sep, &in[i], sizeof(in[i]), r[i].tag, r[i].mask,
+					  &in[i], NULL), 0);
+	}
+	for (i = 0; i < N; i++) {
+		out[i] = msgs[i];
+		conf_assert_rc(ferry_send(c->cep, &out[i], sizeof(out[i]), msgs[i], &out[i],
+					  NULL), 0);
+	}
+	conf_wait(w, ferry_ctx_cq(w->srv), cmp, N);
+	for (i = 0; i < N; i++) {
+		k = (int)((uint64_t *)cmp[i].user_ctx - in);
+		assert_true(k >= 0 && k < N);
+		conf_assert_rc(cmp[i].status, 0);
+		if (cmp[i].tag != r[k].want || in[k] != r[k].want)
+			conf_fail("recv (tag 0x%llx mask 0x%llx) got message 0x%llx (completion "
+				  "tag 0x%llx), expected 0x%llx",
+				  (unsigned long long)r[k].tag, (unsigned long long)r[k].mask,
+				  (unsigned long long)in[k], (unsigned long long)cmp[i].tag,
+				  (unsigned long long)r[k].want);
+	}
+	conf_wait(w, ferry_ctx_cq(w->cli), cmp, N);
+	for (i = 0; i < N; i++)
+		conf_assert_rc(cmp[i].status, 0);
+}
+
+/* A message no posted recv matches waits; it does not go to a non-matching recv. */
+static void test_msg_tag_nomatch_waits(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	uint64_t in = 0, out = 42, in2 = 0;
+	struct ferry_completion cmp;
+
+	conf_assert_rc(ferry_recv(c->sep, &in, sizeof(in), 0x10, ~0ull, &in, NULL), 0);
+	conf_assert_rc(ferry_send(c->cep, &out, sizeof(out), 0x11, &out, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->cli), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	conf_expect_none(w, ferry_ctx_cq(w->srv), 100);
+	assert_int_equal(in, 0);
+	conf_assert_rc(ferry_recv(c->sep, &in2, sizeof(in2), 0x11, ~0ull, &in2, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->srv), &cmp, 1);
+	assert_ptr_equal(cmp.user_ctx, &in2);
+	conf_assert_rc(cmp.status, 0);
+	assert_int_equal(in2, 42);
+	/* The first recv is still posted and gets the next matching message. */
+	out = 43;
+	conf_assert_rc(ferry_send(c->cep, &out, sizeof(out), 0x10, &out, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->srv), &cmp, 1);
+	assert_ptr_equal(cmp.user_ctx, &in);
+	assert_int_equal(in, 43);
+	conf_wait(w, ferry_ctx_cq(w->cli), &cmp, 1);
+}
+
+/* Unexpected messages of mixed sizes, received later by exact tag in reverse order,
+ * and a wildcard recv takes the oldest unexpected message. */
+static void test_msg_unexpected_reverse(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	static const size_t len[] = { 0, 100, 4096, 65536, 65537, 1 << 20, 3 };
+	enum { N = sizeof(len) / sizeof(len[0]) };
+	unsigned char *s[N], *r[N];
+	struct ferry_completion cmp[N];
+	int i;
+
+	for (i = 0; i < N; i++) {
+		s[i] = conf_alloc(c, len[i] + 1);
+		r[i] = conf_alloc(c, len[i] + GUARD);
+		conf_fill(s[i], len[i], 300 + (uint64_t)i);
+		memset(r[i], GUARD_BYTE, len[i] + GUARD);
+		conf_assert_rc(ferry_send(c->cep, s[i], len[i], 0x500 + (uint64_t)i, s[i], NULL), 0);
+	}
+	conf_drive_for(w, 50);
+	/* The last one (3 bytes) by wildcard would take the oldest: do the exact ones
+	 * in reverse first, except message 0, then the wildcard must get message 0. */
+	for (i = N - 1; i >= 1; i--)
+		conf_assert_rc(ferry_recv(c->sep, r[i], len[i] + GUARD, 0x500 + (uint64_t)i,
+					  ~0ull, r[i], NULL), 0);
+	conf_wait_ms(w, ferry_ctx_cq(w->srv), cmp, N - 1, 20000);
+	for (i = 0; i < N - 1; i++)
+		conf_assert_rc(cmp[i].status, 0);
+	conf_assert_rc(ferry_recv(c->sep, r[0], len[0] + GUARD, 0, 0, r[0], NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->srv), cmp, 1);
+	conf_assert_rc(cmp[0].status, 0);
+	assert_int_equal(cmp[0].tag, 0x500);
+	for (i = 0; i < N; i++) {
+		conf_assert_pattern(r[i], len[i], 300 + (uint64_t)i, "unexpected message");
+		conf_assert_bytes(r[i] + len[i], GUARD, GUARD_BYTE, "after the message");
+	}
+	conf_wait(w, ferry_ctx_cq(w->cli), cmp, N);
+	for (i = 0; i < N; i++)
+		conf_assert_rc(cmp[i].status, 0);
+}
+
+/* Same tag, one stream: the i-th message lands in the i-th posted recv, across eager
+ * and rendezvous sizes; once with recvs posted first, once with all unexpected. */
+static void ordering_case(struct conf *c, bool unexpected)
+{
+	struct conf_world *w = &c->w;
+	enum { N = 400 };
+	static const size_t cyc[] = { 8, 1000, 70000, 16, 0, 200000, 65536 };
+	unsigned char *s[N], *r[N];
+	size_t len[N];
+	struct ferry_completion *cmp = calloc(N, sizeof(*cmp));
+	int i;
+
+	assert_non_null(cmp);
+	for (i = 0; i < N; i++) {
+		len[i] = cyc[i % 7] + (size_t)(i % 5);
+		s[i] = conf_alloc(c, len[i] + 1);
+		r[i] = conf_alloc(c, len[i] + GUARD);
+		conf_fill(s[i], len[i], 5000 + (uint64_t)i);
+	}
+	if (!unexpected)
+		for (i = 0; i < N; i++)
+			conf_assert_rc(ferry_recv(c->sep, r[i], len[i] + GUARD, 7, 0, r[i], NULL), 0);
+	for (i = 0; i < N; i++)
+		conf_assert_rc(ferry_send(c->cep, s[i], len[i], 7, s[i], NULL), 0);
+	if (unexpected) {
+		conf_drive_for(w, 50);
+		for (i = 0; i < N; i++)
+			conf_assert_rc(ferry_recv(c->sep, r[i], len[i] + GUARD, 7, 0, r[i], NULL), 0);
+	}
+	conf_wait_ms(w, ferry_ctx_cq(w->srv), cmp, N, 30000);
+	for (i = 0; i < N; i++) {
+		unsigned char *b = cmp[i].user_ctx;
+		int k;
+		for (k = 0; k < N && r[k] != b; k++)
+			;
+		assert_true(k < N);
+		if (cmp[i].status != 0 || cmp[i].len != len[k])
+			conf_fail("recv #%d: status %s len %llu, expected message #%d of %zu "
+				  "bytes", k, conf_err(cmp[i].status),
+				  (unsigned long long)cmp[i].len, k, len[k]);
+	}
+	for (i = 0; i < N; i++) {
+		char what[64];
+		snprintf(what, sizeof(what), "recv #%d (message order)", i);
+		conf_assert_pattern(r[i], len[i], 5000 + (uint64_t)i, what);
+	}
+	conf_wait_ms(w, ferry_ctx_cq(w->cli), cmp, N, 30000);
+	for (i = 0; i < N; i++)
+		conf_assert_rc(cmp[i].status, 0);
+	free(cmp);
+}
+
+static void test_msg_ordering(void **state)
+{
+	ordering_case(*state, false);
+}
+
+static void test_msg_ordering_unexpected(void **state)
+{
+	ordering_case(*state, true);
+}
+
+/* A message larger than the posted recv: EMSGSIZE with the real length, nothing
+ * written past the posted length, the message dropped, the endpoint still fine. */
+static void truncation_case(struct conf *c, size_t msg, size_t posted)
+{
+	struct conf_world *w = &c->w;
+	unsigned char *s = conf_alloc(c, msg), *r = conf_alloc(c, posted + 4096);
+	uint64_t next_out = 0x1122334455667788ull, next_in = 0;
+	struct ferry_completion cmp;
+
+	conf_fill(s, msg, 77);
+	memset(r, GUARD_BYTE, posted + 4096);
+	conf_assert_rc(ferry_recv(c->sep, r, posted, 9, ~0ull, r, NULL), 0);
+	conf_assert_rc(ferry_send(c->cep, s, msg, 9, s, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->srv), &cmp, 1);
+	assert_ptr_equal(cmp.user_ctx, r);
+	if (cmp.status != FERRY_EMSGSIZE)
+		conf_fail("recv of %zu bytes posted for a %zu-byte message: expected "
+			  "EMSGSIZE, got %s", posted, msg, conf_err(cmp.status));
+	if (cmp.len != msg)
+		conf_fail("truncated recv: completion len %llu, expected the message "
+			  "length %zu", (unsigned long long)cmp.len, msg);
+	conf_assert_bytes(r + posted, 4096, GUARD_BYTE, "bytes past the posted length");
+	conf_wait(w, ferry_ctx_cq(w->cli), &cmp, 1);
+	assert_ptr_equal(cmp.user_ctx, s);
+	/* An eager message left; a rendezvous sender may hear that it was refused. */
+	if (cmp.status != 0 && !(msg > 65536 && cmp.status == FERRY_EMSGSIZE))
+		conf_fail("send of a %zu-byte message truncated at the receiver completed "
+			  "with %s", msg, conf_err(cmp.status));
+	print_message("sender of a truncated %zu-byte message: %s\n", msg,
+		      conf_err(cmp.status));
+	conf_expect_none(w, ferry_ctx_cq(w->srv), 50);
+
+	/* Dropped, not redelivered: the next recv gets the next message. */
+	conf_assert_rc(ferry_recv(c->sep, &next_in, sizeof(next_in), 0, 0, &next_in, NULL), 0);
+	conf_assert_rc(ferry_send(c->cep, &next_out, sizeof(next_out), 10, &next_out, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->srv), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	assert_int_equal(cmp.tag, 10);
+	assert_int_equal(next_in, next_out);
+	conf_wait(w, ferry_ctx_cq(w->cli), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	assert_int_equal(ferry_ep_status(c->sep), 0);
+	assert_int_equal(ferry_ep_status(c->cep), 0);
+}
+
+static void test_msg_truncation_eager(void **state)
+{
+	truncation_case(*state, 1000, 100);
+}
+
+static void test_msg_truncation_rndv(void **state)
+{
+	truncation_case(*state, 1 << 20, 4096);
+}
+
+static void test_msg_truncation_zero(void **state)
+{
+	truncation_case(*state, 1, 0);
+}
+
+/* Many messages in flight at once, matched by exact tag with recvs in shuffled
+ * order, half posted before the sends and half after. */
+static void test_msg_many_in_flight(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	enum { N = 1024 };
+	unsigned char **s = calloc(N, sizeof(*s)), **r = calloc(N, sizeof(*r));
+	size_t *len = calloc(N, sizeof(*len));
+	int *order = calloc(N, sizeof(*order));
+	struct ferry_completion *cmp = calloc(N, sizeof(*cmp));
+	uint64_t rnd = 12345;
+	int i;
+
+	assert_non_null(s);
+	assert_non_null(r);
+	assert_non_null(len);
+	assert_non_null(order);
+	assert_non_null(cmp);
+	for (i = 0; i < N; i++) {
+		len[i] = i % 16 == 0 ? (128 << 10) + (size_t)i : 512 + (size_t)i;
+		s[i] = conf_alloc(c, len[i]);
+		r[i] = conf_alloc(c, len[i]);
+		conf_fill(s[i], len[i], 9000 + (uint64_t)i);
+		order[i] = i;
+	}
+	for (i = N - 1; i > 0; i--) {
+		int j, t;
+		rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+		j = (int)(rnd % (uint64_t)(i + 1));
+		t = order[i], order[i] = order[j], order[j] = t;
+	}
+	for (i = 0; i < N / 2; i++)
+		conf_assert_rc(ferry_recv(c->sep, r[order[i]], len[order[i]],
+					  (uint64_t)order[i], ~0ull, r[order[i]], NULL), 0);
+	for (i = 0; i < N; i++)
+		conf_assert_rc(ferry_send(c->cep, s[i], len[i], (uint64_t)i, s[i], NULL), 0);
+	for (i = N / 2; i < N; i++)
+		conf_assert_rc(ferry_recv(c->sep, r[order[i]], len[order[i]],
+					  (uint64_t)order[i], ~0ull, r[order[i]], NULL), 0);
+	conf_wait_ms(w, ferry_ctx_cq(w->srv), cmp, N, 60000);
+	for (i = 0; i < N; i++)
+		if (cmp[i].status != 0)
+			conf_fail("recv (tag %llu) completed with %s",
+				  (unsigned long long)cmp[i].tag, conf_err(cmp[i].status));
+	conf_wait_ms(w, ferry_ctx_cq(w->cli), cmp, N, 60000);
+	for (i = 0; i < N; i++)
+		conf_assert_rc(cmp[i].status, 0);
+	for (i = 0; i < N; i++)
+		conf_assert_pattern(r[i], len[i], 9000 + (uint64_t)i, "message in flight");
+	free(cmp);
+	free(order);
+	free(len);
+	free(r);
+	free(s);
+}
+
+/* Both directions at once, many round trips. */
+static void test_msg_ping_pong(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	unsigned char a[256], b[256], ra[256], rb[256];
+	struct ferry_completion cmp[2];
+	int i;
+
+	for (i = 0; i < 200; i++) {
+		conf_fill(a, sizeof(a), (uint64_t)i);
+		conf_fill(b, sizeof(b), (uint64_t)i + 1000000);
+		conf_assert_rc(ferry_recv(c->sep, ra, sizeof(ra), 1, ~0ull, ra, NULL), 0);
+		conf_assert_rc(ferry_recv(c->cep, rb, sizeof(rb), 2, ~0ull, rb, NULL), 0);
+		conf_assert_rc(ferry_send(c->cep, a, sizeof(a), 1, a, NULL), 0);
+		conf_assert_rc(ferry_send(c->sep, b, sizeof(b), 2, b, NULL), 0);
+		conf_wait(w, ferry_ctx_cq(w->srv), cmp, 2);
+		conf_assert_rc(cmp[0].status, 0);
+		conf_assert_rc(cmp[1].status, 0);
+		conf_wait(w, ferry_ctx_cq(w->cli), cmp, 2);
+		conf_assert_rc(cmp[0].status, 0);
+		conf_assert_rc(cmp[1].status, 0);
+		conf_assert_pattern(ra, sizeof(ra), (uint64_t)i, "ping");
+		conf_assert_pattern(rb, sizeof(rb), (uint64_t)i + 1000000, "pong");
+	}
+}
+
+/* Operations report to the queue they name, never to the default one. */
+static void test_msg_own_cq(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	struct ferry_cq *scq = NULL, *ccq = NULL;
+	struct ferry_op_attr sa = { 0 }, ca = { 0 };
+	uint64_t in = 0, out = 5;
+	struct ferry_completion cmp;
+
+	conf_assert_rc(ferry_cq_create(w->srv, &scq), 0);
+	conf_assert_rc(ferry_cq_create(w->cli, &ccq), 0);
+	assert_int_equal(ferry_cq_fd(scq), ferry_ctx_fd(w->srv));
+	sa.cq = scq;
+	ca.cq = ccq;
+	conf_assert_rc(ferry_recv(c->sep, &in, sizeof(in), 3, ~0ull, &in, &sa), 0);
+	/* A queue that an operation in flight reports to refuses to go. */
+	conf_assert_rc(ferry_cq_destroy(scq), FERRY_EBUSY);
+	conf_assert_rc(ferry_send(c->cep, &out, sizeof(out), 3, &out, &ca), 0);
+	conf_wait(w, ccq, &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	assert_ptr_equal(cmp.user_ctx, &out);
+	conf_drive_for(w, 50);
+	/* Done or not, the recv's completion is not polled yet: still busy. */
+	conf_assert_rc(ferry_cq_destroy(scq), FERRY_EBUSY);
+	conf_expect_none(w, ferry_ctx_cq(w->srv), 20);
+	conf_expect_none(w, ferry_ctx_cq(w->cli), 1);
+	conf_wait(w, scq, &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	assert_ptr_equal(cmp.user_ctx, &in);
+	assert_int_equal(in, 5);
+	conf_assert_rc(ferry_cq_destroy(scq), 0);
+	conf_assert_rc(ferry_cq_destroy(ccq), 0);
+	conf_assert_rc(ferry_cq_destroy(ferry_ctx_cq(w->srv)), FERRY_EINVAL);
+}
+
+/* ferry_cq_wait sleeps and times out; it returns as soon as a completion exists. */
+static void test_msg_cq_wait(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	struct ferry_completion cmp;
+	uint64_t t0 = conf_now_ms(), in = 0, out = 9;
+
+	conf_assert_rc(ferry_cq_wait(ferry_ctx_cq(w->cli), &cmp, 1, 100), FERRY_ETIMEDOUT);
+	assert_true(conf_now_ms() - t0 >= 90);
+	conf_assert_rc(ferry_cq_wait(ferry_ctx_cq(w->cli), &cmp, 1, 0), FERRY_ETIMEDOUT);
+	conf_assert_rc(ferry_recv(c->sep, &in, sizeof(in), 1, ~0ull, &in, NULL), 0);
+	conf_assert_rc(ferry_send(c->cep, &out, sizeof(out), 1, &out, NULL), 0);
+	/* An eager send completes without the peer: the client waits alone. */
+	{
+		int rc = ferry_cq_wait(ferry_ctx_cq(w->cli), &cmp, 1, 5000);
+		if (rc != 1)
+			conf_fail("ferry_cq_wait for a send completion: %s", conf_err(rc));
+		conf_assert_rc(cmp.status, 0);
+	}
+	conf_wait(w, ferry_ctx_cq(w->srv), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+}
+
+/* An operation past its deadline completes with ETIMEDOUT, once. */
+static void test_msg_op_timeout(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	struct ferry_op_attr a = { .timeout_ms = 100 };
+	uint64_t in = 0, out = 1, t0;
+	struct ferry_completion cmp;
+
+	t0 = conf_now_ms();
+	conf_assert_rc(ferry_recv(c->sep, &in, sizeof(in), 0x77, ~0ull, &in, &a), 0);
+	conf_wait_ms(w, ferry_ctx_cq(w->srv), &cmp, 1, 5000);
+	if (cmp.status != FERRY_ETIMEDOUT)
+		conf_fail("recv with a 100 ms deadline and no sender: expected ETIMEDOUT, "
+			  "got %s", conf_err(cmp.status));
+	assert_true(conf_now_ms() - t0 >= 90);
+	conf_expect_none(w, ferry_ctx_cq(w->srv), 100);
+	/* The timed-out recv is gone: a later message goes to a new recv. */
+	conf_assert_rc(ferry_send(c->cep, &out, sizeof(out), 0x77, &out, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->cli), &cmp, 1);
+	conf_assert_rc(ferry_recv(c->sep, &in, sizeof(in), 0x77, ~0ull, &out, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->srv), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	assert_ptr_equal(cmp.user_ctx, &out);
+}
+
+static void small_limits(struct ferry_config *cfg, bool server)
+{
+	if (server) {
+		cfg->max_frame = 1 << 20;
+		cfg->unexpected_max = 256 << 10;
+	}
+}
+
+/* Sends above the peer's max frame are refused at post time. */
+static void test_msg_peer_max_frame(void **state)
+{
+	struct conf *c = *state;
+	struct ferry_ep *cep, *sep;
+	unsigned char *b = conf_alloc(c, 2 << 20);
+	struct ferry_completion cmp;
+
+	conf_world_open_tweak(&c->w2, small_limits);
+	conf_connect(&c->w2, 0, &cep, &sep);
+	conf_assert_rc(ferry_send(cep, b, (2 << 20), 1, b, NULL), FERRY_EMSGSIZE);
+	conf_assert_rc(ferry_send(cep, b, (1 << 20) + 1, 1, b, NULL), FERRY_EMSGSIZE);
+	/* At the limit it goes through. */
+	conf_fill(b, 1 << 20, 4);
+	conf_assert_rc(ferry_recv(sep, b + (1 << 20), 1 << 20, 1, ~0ull, b, NULL), 0);
+	conf_assert_rc(ferry_send(cep, b, 1 << 20, 1, b, NULL), 0);
+	conf_wait(&c->w2, ferry_ctx_cq(c->w2.srv), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	conf_wait(&c->w2, ferry_ctx_cq(c->w2.cli), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	conf_assert_pattern(b + (1 << 20), 1 << 20, 4, "message at the max frame");
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	conf_world_close(&c->w2, true);
+}
+
+/* Unmatched eager bytes past FERRY_UNEXPECTED_MAX fail the endpoint with ENOBUFS;
+ * every send completes once; the rest of the context keeps working. */
+static void test_msg_unexpected_limit(void **state)
+{
+	struct conf *c = *state;
+	enum { N = 32, LEN = 16 << 10 };
+	struct ferry_ep *cep, *sep, *cep2, *sep2;
+	unsigned char *b = conf_alloc(c, LEN);
+	struct ferry_completion cmp[N];
+	uint64_t x = 1;
+	int i, st;
+
+	conf_world_open_tweak(&c->w2, small_limits);
+	conf_connect(&c->w2, 0, &cep, &sep);
+	for (i = 0; i < N; i++)
+		conf_assert_rc(ferry_send(cep, b, LEN, (uint64_t)i, b, NULL), 0);
+	conf_wait(&c->w2, ferry_ctx_cq(c->w2.cli), cmp, N);
+	st = conf_wait_ep_down(&c->w2, sep);
+	if (st != FERRY_ENOBUFS)
+		conf_fail("%d KiB of unexpected messages over a 256 KiB limit: endpoint "
+			  "status %s, expected ENOBUFS", N * LEN >> 10, conf_err(st));
+	conf_expect_none(&c->w2, ferry_ctx_cq(c->w2.cli), 50);
+	conf_assert_rc(ferry_recv(sep, &x, sizeof(x), 0, 0, &x, NULL), FERRY_ENOTCONN);
+	ferry_ep_close(sep);
+	conf_wait_ep_down(&c->w2, cep);
+	ferry_ep_close(cep);
+	/* A fresh connection works. */
+	conf_connect(&c->w2, 0, &cep2, &sep2);
+	conf_assert_rc(ferry_recv(sep2, &x, sizeof(x), 0, 0, &x, NULL), 0);
+	conf_assert_rc(ferry_send(cep2, b, 8, 1, b, NULL), 0);
+	conf_wait(&c->w2, ferry_ctx_cq(c->w2.srv), cmp, 1);
+	conf_assert_rc(cmp[0].status, 0);
+	conf_wait(&c->w2, ferry_ctx_cq(c->w2.cli), cmp, 1);
+	conf_assert_rc(cmp[0].status, 0);
+	ferry_ep_close(cep2);
+	ferry_ep_close(sep2);
+	conf_world_close(&c->w2, true);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_msg_sizes, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_sizes_reverse, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_unexpected_sizes, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_tag_mask, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_tag_nomatch_waits, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_unexpected_reverse, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_ordering, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_ordering_unexpected, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_truncation_eager, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_truncation_rndv, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_truncation_zero, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_many_in_flight, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_ping_pong, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_own_cq, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_cq_wait, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_op_timeout, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_peer_max_frame, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_unexpected_limit, conf_setup_none, conf_teardown),
+	};
+
+	return CONF_RUN("msg", tests);
+}

@@ -1,0 +1,425 @@
+/*
+ * conf_rma.c - one-sided write/read: bytes verified at several sizes and offsets,
+ * bounds (including offsets that overflow), access flags, stale and malformed rkeys.
+ *
+ * A refusal may come back at once from ferry_write/ferry_read (the core checks the
+ * rkey's length and flags before posting; the call then posted nothing) or in the
+ * completion (the target refused). rma_expect() accepts either, nothing else; what
+ * only the target can know (a stale key) must come in the completion.
+ */
+#define _GNU_SOURCE
+#include "conf_harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RW (FERRY_ACCESS_REMOTE_READ | FERRY_ACCESS_REMOTE_WRITE)
+#define FILL 0x5A
+
+enum rma_kind { RMA_WRITE, RMA_READ };
+
+/* Posts one write/read on the client and returns its final status (immediate refusal
+ * or completion). Checks the completion's fields. */
+static int rma_do(struct conf *c, enum rma_kind k, void *buf, size_t len,
+		  struct ferry_mr *mr, const struct ferry_rkey *rk, uint64_t off, bool *immediate)
+{
+	struct ferry_completion cmp;
+	int rc;
+
+	if (k == RMA_WRITE)
+		rc = ferry_write(c->cep, buf, len, mr, rk, off, buf, NULL);
+	else
+		rc = ferry_read(c->cep, buf, len, mr, rk, off, buf, NULL);
+	if (immediate)
+		*immediate = rc != 0;
+	if (rc != 0)
+		return rc;
+	conf_wait_ms(&c->w, ferry_ctx_cq(c->w.cli), &cmp, 1, 30000);
+	assert_ptr_equal(cmp.user_ctx, buf);
+	assert_ptr_equal(cmp.ep, c->cep);
+	assert_int_equal(cmp.type, k == RMA_WRITE ? FERRY_OP_WRITE : FERRY_OP_READ);
+	if (cmp.status == 0 && cmp.len != len)
+		conf_fail("%s of %zu bytes completed with len %llu",
+			  k == RMA_WRITE ? "write" : "read", len, (unsigned long long)cmp.len);
+	return cmp.status;
+}
+
+#define rma_expect(c, k, buf, len, mr, rk, off, want)                                  \
+	rma_expect_at(__FILE__, __LINE__, (c), (k), (buf), (len), (mr), (rk), (off), (want))
+static void rma_expect_at(const char *file, int line, struct conf *c, enum rma_kind k,
+			  void *buf, size_t len, struct ferry_mr *mr,
+			  const struct ferry_rkey *rk, uint64_t off, int want)
+{
+	bool imm;
+	int st = rma_do(c, k, buf, len, mr, rk, off, &imm);
+
+	if (st != want)
+		conf_fail_at(file, line, "%s of %zu bytes at remote offset %llu (0x%llx): "
+			     "expected %s, got %s (%s)",
+			     k == RMA_WRITE ? "write" : "read", len, (unsigned long long)off,
+			     (unsigned long long)off, conf_err(want), conf_err(st),
+			     imm ? "returned by the call" : "in the completion");
+}
+
+/* The target's CPU posts nothing: a one-sided op never completes anything there. */
+static void no_target_completions(struct conf *c)
+{
+	conf_expect_none(&c->w, ferry_ctx_cq(c->w.srv), 20);
+}
+
+static void test_rma_write_read_sizes(void **state)
+{
+	struct conf *c = *state;
+	enum { REG = (8 << 20) + 4096 };
+	static const size_t sizes[] = { 1, 7, 8, 4096, 65535, 65536, 65537, (1 << 20) + 13,
+					8 << 20 };
+	unsigned char *region = conf_alloc(c, REG);
+	unsigned char *src = conf_alloc(c, 8 << 20), *dst = conf_alloc(c, (8 << 20) + 64);
+	struct ferry_mr *rmr = conf_reg(c, c->w.srv, region, REG, RW);
+	struct ferry_mr *smr = conf_reg(c, c->w.cli, src, 8 << 20, FERRY_ACCESS_LOCAL);
+	struct ferry_mr *dmr = conf_reg(c, c->w.cli, dst, (8 << 20) + 64, FERRY_ACCESS_LOCAL);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, rmr);
+	size_t i, j;
+	int n = 0;
+
+	assert_int_equal(ferry_rkey_len(rk), REG);
+	assert_ptr_equal(ferry_mr_addr(rmr), region);
+	assert_int_equal(ferry_mr_len(rmr), REG);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t len = sizes[i];
+		uint64_t offs[] = { 0, 1, 4093, REG - len };
+		for (j = 0; j < 4; j++, n++) {
+			uint64_t off = offs[j], seed = 1000 + (uint64_t)n;
+			bool use_mr = n % 2 == 0; /* with and without a local region */
+			char what[128];
+
+			memset(region, FILL, REG);
+			conf_fill(src, len, seed);
+			rma_expect(c, RMA_WRITE, src, len, use_mr ? smr : NULL, rk, off, 0);
+			snprintf(what, sizeof(what), "target after a %zu-byte write at %llu", len,
+				 (unsigned long long)off);
+			conf_assert_pattern(region + off, len, seed, what);
+			conf_assert_bytes(region, off, FILL, "target before the written range");
+			conf_assert_bytes(region + off + len, REG - off - len, FILL,
+					  "target after the written range");
+			memset(dst, 0xEE, len + 64);
+			rma_expect(c, RMA_READ, dst, len, use_mr ? dmr : NULL, rk, off, 0);
+			snprintf(what, sizeof(what), "%zu-byte read back at %llu", len,
+				 (unsigned long long)off);
+			conf_assert_pattern(dst, len, seed, what);
+			conf_assert_bytes(dst + len, 64, 0xEE, "local bytes after the read");
+		}
+	}
+	no_target_completions(c);
+}
+
+/* The server initiates, the client is the target. */
+static void test_rma_reverse(void **state)
+{
+	struct conf *c = *state;
+	enum { REG = 1 << 20 };
+	unsigned char *region = conf_alloc(c, REG), *buf = conf_alloc(c, REG);
+	struct ferry_mr *rmr = conf_reg(c, c->w.cli, region, REG, RW);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.srv, rmr);
+	struct ferry_completion cmp;
+
+	conf_fill(buf, REG - 100, 55);
+	conf_assert_rc(ferry_write(c->sep, buf, REG - 100, NULL, rk, 100, buf, NULL), 0);
+	conf_wait(&c->w, ferry_ctx_cq(c->w.srv), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	conf_assert_pattern(region + 100, REG - 100, 55, "client region written by server");
+	conf_assert_bytes(region, 100, 0, "client region before the write");
+	memset(buf, 0, REG);
+	memset(region, 0, 100);
+	conf_fill(region + 100, 1000, 56);
+	conf_assert_rc(ferry_read(c->sep, buf, 1000, NULL, rk, 100, buf, NULL), 0);
+	conf_wait(&c->w, ferry_ctx_cq(c->w.srv), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	conf_assert_pattern(buf, 1000, 56, "server read of the client region");
+	conf_expect_none(&c->w, ferry_ctx_cq(c->w.cli), 20);
+}
+
+static void test_rma_bounds(void **state)
+{
+	struct conf *c = *state;
+	enum { REG = 64 << 10 };
+	unsigned char *region = conf_alloc(c, REG), *buf = conf_alloc(c, REG + 64);
+	struct ferry_mr *rmr = conf_reg(c, c->w.srv, region, REG, RW);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, rmr);
+	const struct {
+		uint64_t off;
+		size_t len;
+	} bad[] = {
+		{ REG, 1 },
+		{ REG - 1, 2 },
+		{ REG - 8, 9 },
+		{ 0, REG + 1 },
+		{ REG + 4096, 8 },
+		{ 1ull << 32, 8 },
+		{ 1ull << 63, 8 },
+		{ UINT64_MAX, 1 },
+		{ UINT64_MAX - 7, 16 },  /* offset + len wraps to 8    */
+		{ UINT64_MAX - 4, 16 },  /* wraps to 11, inside the region */
+		{ (uint64_t)0 - REG, REG }, /* wraps to exactly 0         */
+	};
+	size_t i;
+
+	memset(region, FILL, REG);
+	conf_fill(buf, REG + 64, 3);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		rma_expect(c, RMA_WRITE, buf, bad[i].len, NULL, rk, bad[i].off, FERRY_ERANGE);
+		conf_assert_bytes(region, REG, FILL, "region after a refused write");
+		memset(buf, 0xEE, REG + 64);
+		rma_expect(c, RMA_READ, buf, bad[i].len, NULL, rk, bad[i].off, FERRY_ERANGE);
+		conf_assert_bytes(buf, REG + 64, 0xEE, "local buffer after a refused read");
+		conf_fill(buf, REG + 64, 3);
+	}
+	/* The edges are fine. */
+	rma_expect(c, RMA_WRITE, buf, 1, NULL, rk, REG - 1, 0);
+	rma_expect(c, RMA_WRITE, buf, REG, NULL, rk, 0, 0);
+	rma_expect(c, RMA_READ, buf, 1, NULL, rk, REG - 1, 0);
+	assert_int_equal(ferry_ep_status(c->cep), 0);
+	assert_int_equal(ferry_ep_status(c->sep), 0);
+	no_target_completions(c);
+}
+
+/* Access flags are enforced for each direction. */
+static void access_case(struct conf *c, unsigned access)
+{
+	enum { REG = 8192 };
+	unsigned char *region = conf_alloc(c, REG), *buf = conf_alloc(c, REG);
+	struct ferry_mr *rmr = conf_reg(c, c->w.srv, region, REG, access);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, rmr);
+	int want_w = access & FERRY_ACCESS_REMOTE_WRITE ? 0 : FERRY_EACCES;
+	int want_r = access & FERRY_ACCESS_REMOTE_READ ? 0 : FERRY_EACCES;
+
+	conf_fill(region, REG, 21);
+	memset(buf, FILL, REG);
+	rma_expect(c, RMA_WRITE, buf, 100, NULL, rk, 10, want_w);
+	if (want_w)
+		conf_assert_pattern(region, REG, 21, "read-only region after a refused write");
+	else
+		conf_assert_bytes(region + 10, 100, FILL, "region after an allowed write");
+	conf_fill(region, REG, 22);
+	memset(buf, 0xEE, REG);
+	rma_expect(c, RMA_READ, buf, REG, NULL, rk, 0, want_r);
+	if (want_r)
+		conf_assert_bytes(buf, REG, 0xEE, "local buffer after a refused read");
+	else
+		conf_assert_pattern(buf, REG, 22, "allowed read");
+	assert_int_equal(ferry_ep_status(c->cep), 0);
+	no_target_completions(c);
+}
+
+static void test_rma_access_read_only(void **state)
+{
+	access_case(*state, FERRY_ACCESS_REMOTE_READ);
+}
+
+static void test_rma_access_write_only(void **state)
+{
+	access_case(*state, FERRY_ACCESS_REMOTE_WRITE);
+}
+
+static void test_rma_access_local_only(void **state)
+{
+	access_case(*state, FERRY_ACCESS_LOCAL);
+}
+
+/* After ferry_mr_dereg the rkey is refused by the target, also when the same memory
+ * is registered again (a new generation), and the memory is not touched. */
+static void test_rma_stale_rkey(void **state)
+{
+	struct conf *c = *state;
+	enum { REG = 65536 };
+	unsigned char *region = conf_alloc(c, REG), *buf = conf_alloc(c, REG);
+	struct ferry_mr *mr = conf_reg(c, c->w.srv, region, REG, RW), *mr2;
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, mr), *rk2;
+	struct ferry_stats before, after;
+
+	conf_fill(buf, REG, 31);
+	rma_expect(c, RMA_WRITE, buf, REG, NULL, rk, 0, 0);
+	conf_assert_pattern(region, REG, 31, "write before dereg");
+	conf_dereg(c, mr);
+	memset(region, FILL, REG);
+	conf_assert_rc(ferry_stats_get(c->w.srv, NULL, &before), 0);
+
+	rma_expect(c, RMA_WRITE, buf, 64, NULL, rk, 0, FERRY_EBADKEY);
+	memset(buf, 0xEE, REG);
+	rma_expect(c, RMA_READ, buf, 64, NULL, rk, 0, FERRY_EBADKEY);
+	conf_assert_bytes(buf, 64, 0xEE, "local buffer after a stale-key read");
+	conf_assert_bytes(region, REG, FILL, "deregistered memory after stale-key ops");
+
+	/* Same memory, registered again: the old key still does not reach it. */
+	mr2 = conf_reg(c, c->w.srv, region, REG, RW);
+	conf_fill(buf, REG, 32);
+	rma_expect(c, RMA_WRITE, buf, 64, NULL, rk, 0, FERRY_EBADKEY);
+	rma_expect(c, RMA_READ, buf, 64, NULL, rk, 0, FERRY_EBADKEY);
+	conf_assert_bytes(region, REG, FILL, "re-registered memory after stale-key ops");
+	conf_assert_rc(ferry_stats_get(c->w.srv, NULL, &after), 0);
+	if (after.rkey_refusals < before.rkey_refusals + 4)
+		conf_fail("server stats.rkey_refusals went %llu -> %llu over 4 refusals",
+			  (unsigned long long)before.rkey_refusals,
+			  (unsigned long long)after.rkey_refusals);
+
+	/* The new key works, and the endpoint survived the refusals. */
+	rk2 = conf_rkey(c, c->w.cli, mr2);
+	conf_fill(buf, REG, 33);
+	rma_expect(c, RMA_WRITE, buf, REG, NULL, rk2, 0, 0);
+	conf_assert_pattern(region, REG, 33, "write with the new key");
+	assert_int_equal(ferry_ep_status(c->cep), 0);
+	no_target_completions(c);
+}
+
+/* A local operation already posted on a region finishes normally if the region is
+ * deregistered under it (the operation holds the region). */
+static void test_rma_dereg_local_in_flight(void **state)
+{
+	struct conf *c = *state;
+	enum { LEN = 8 << 20 };
+	unsigned char *region = conf_alloc(c, LEN), *src = conf_alloc(c, LEN);
+	struct ferry_mr *rmr = conf_reg(c, c->w.srv, region, LEN, RW);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, rmr);
+	struct ferry_mr *smr = conf_reg(c, c->w.cli, src, LEN, FERRY_ACCESS_LOCAL);
+	struct ferry_completion cmp;
+
+	conf_fill(src, LEN, 41);
+	conf_assert_rc(ferry_write(c->cep, src, LEN, smr, rk, 0, src, NULL), 0);
+	conf_dereg(c, smr);
+	conf_wait(&c->w, ferry_ctx_cq(c->w.cli), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	conf_assert_pattern(region, LEN, 41, "write whose local region was deregistered");
+}
+
+static void test_rma_rkey_malformed(void **state)
+{
+	struct conf *c = *state;
+	enum { REG = 4096, SLACK = 4096 };
+	unsigned char *mem = conf_alloc(c, REG + SLACK), *buf = conf_alloc(c, 64);
+	struct ferry_mr *mr = conf_reg(c, c->w.srv, mem, REG, RW);
+	unsigned char blob[FERRY_RKEY_MAX + 64], mut[FERRY_RKEY_MAX + 64];
+	size_t len = FERRY_RKEY_MAX, i, accepted = 0;
+	struct ferry_rkey *rk = NULL;
+	uint64_t rnd = 99;
+	int rc;
+
+	conf_assert_rc(ferry_mr_pack(mr, blob, &len), 0);
+	memset(mem, FILL, REG + SLACK);
+
+	/* Every truncation. */
+	rc = ferry_rkey_unpack(c->w.cli, blob, 0, &rk);
+	if (rc != FERRY_EPROTO && rc != FERRY_EINVAL)
+		conf_fail("ferry_rkey_unpack of 0 bytes: expected EPROTO or EINVAL, got %s",
+			  conf_err(rc));
+	for (i = 1; i < len; i++) {
+		rk = NULL;
+		rc = ferry_rkey_unpack(c->w.cli, blob, i, &rk);
+		if (rc != FERRY_EPROTO) {
+			ferry_rkey_destroy(rk);
+			conf_fail("ferry_rkey_unpack of the first %zu of %zu bytes: expected "
+				  "EPROTO, got %s", i, len, conf_err(rc));
+		}
+	}
+	/* Trailing bytes. */
+	memcpy(mut, blob, len);
+	mut[len] = 0;
+	rk = NULL;
+	rc = ferry_rkey_unpack(c->w.cli, mut, len + 1, &rk);
+	if (rc != FERRY_EPROTO) {
+		ferry_rkey_destroy(rk);
+		conf_fail("ferry_rkey_unpack of a %zu-byte blob plus one byte: expected "
+			  "EPROTO, got %s", len, conf_err(rc));
+	}
+	/* Garbage. */
+	for (i = 0; i < 3; i++) {
+		size_t n = i == 2 ? sizeof(mut) : 64, k;
+		for (k = 0; k < n; k++) {
+			rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+			mut[k] = i == 0 ? 0 : i == 1 ? (unsigned char)rnd : 0xFF;
+		}
+		rk = NULL;
+		rc = ferry_rkey_unpack(c->w.cli, mut, n, &rk);
+		if (rc != FERRY_EPROTO) {
+			ferry_rkey_destroy(rk);
+			conf_fail("ferry_rkey_unpack of %zu garbage bytes (kind %zu): expected "
+				  "EPROTO, got %s", n, i, conf_err(rc));
+		}
+	}
+	/*
+	 * Every single-byte corruption: refused, or accepted and then harmless (key
+	 * bytes are opaque). An accepted blob that claims a longer region must still
+	 * not reach past the real one: the target checks its own registry.
+	 */
+	for (i = 0; i < len; i++) {
+		memcpy(mut, blob, len);
+		mut[i] ^= 0xFF;
+		rk = NULL;
+		rc = ferry_rkey_unpack(c->w.cli, mut, len, &rk);
+		if (rc == FERRY_EPROTO)
+			continue;
+		if (rc != 0)
+			conf_fail("ferry_rkey_unpack with byte %zu flipped: expected 0 or "
+				  "EPROTO, got %s", i, conf_err(rc));
+		accepted++;
+		if (ferry_rkey_len(rk) > REG) {
+			int st;
+			memset(buf, 0x11, 64);
+			rc = ferry_write(c->cep, buf, 64, NULL, rk, REG, buf, NULL);
+			if (rc == 0) {
+				struct ferry_completion cmp;
+				conf_wait(&c->w, ferry_ctx_cq(c->w.cli), &cmp, 1);
+				st = cmp.status;
+			} else {
+				st = rc;
+			}
+			if (st == 0)
+				conf_fail("a write past the real region with a blob whose byte "
+					  "%zu was flipped succeeded", i);
+		}
+		ferry_rkey_destroy(rk);
+	}
+	print_message("%zu of %zu single-byte corruptions were accepted by unpack\n",
+		      accepted, len);
+	conf_assert_bytes(mem, REG + SLACK, FILL, "region and memory after it");
+	assert_int_equal(ferry_ep_status(c->cep), 0);
+}
+
+static void test_rma_pack_and_reg_args(void **state)
+{
+	struct conf *c = *state;
+	unsigned char *mem = conf_alloc(c, 4096), blob[FERRY_RKEY_MAX];
+	struct ferry_mr *mr = conf_reg(c, c->w.srv, mem, 4096, RW), *bad = NULL;
+	size_t len = 1, need;
+
+	conf_assert_rc(ferry_mr_pack(mr, blob, &len), FERRY_ENOBUFS);
+	need = len;
+	assert_true(need > 1 && need <= FERRY_RKEY_MAX);
+	len = need;
+	conf_assert_rc(ferry_mr_pack(mr, blob, &len), 0);
+	assert_int_equal(len, need);
+
+	conf_assert_rc(ferry_mr_reg(c->w.srv, mem, 0, RW, &bad), FERRY_EINVAL);
+	assert_null(bad);
+	conf_assert_rc(ferry_mr_reg(c->w.srv, NULL, 4096, RW, &bad), FERRY_EINVAL);
+	assert_null(bad);
+	conf_assert_rc(ferry_mr_dereg(NULL), FERRY_EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_rma_write_read_sizes, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_reverse, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_bounds, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_access_read_only, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_access_write_only, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_access_local_only, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_stale_rkey, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_dereg_local_in_flight, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_rkey_malformed, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_pack_and_reg_args, conf_setup_pair, conf_teardown),
+	};
+
+	return CONF_RUN("rma", tests);
+}
