@@ -26,13 +26,14 @@
 #   --ip A.B.C.D      dummy0 address, /24 (default 10.0.0.1)
 #   --timeout SECS    hard limit for the whole VM (default $FERRY_SOFTROCE_TIMEOUT or 900);
 #                     COMMAND itself gets SECS-60 (guest `timeout`: 124 when hit)
-#   --kernel KVER     guest kernel (default: newest /boot/vmlinuz-* with rdma_rxe.ko)
+#   --kernel KVER     guest kernel (default $FERRY_SOFTROCE_KERNEL, else the newest
+#                     /boot/vmlinuz-KVER whose /lib/modules/KVER has rdma_rxe.ko)
 #   --log FILE        keep the whole serial console log (host-relative timestamps)
 #   --verbose         echo the boot console to stderr as well
 #
 # Environment: FERRY_SOFTROCE_ACCEL (default tcg,thread=multi: two busy-polling
 # processes need two vCPUs running in parallel), FERRY_SOFTROCE_CPUS (2),
-# FERRY_SOFTROCE_MEM (2048 MiB), FERRY_SOFTROCE_TIMEOUT (900).
+# FERRY_SOFTROCE_MEM (2048 MiB), FERRY_SOFTROCE_TIMEOUT (900), FERRY_SOFTROCE_KERNEL.
 #
 # Exit status: COMMAND's status, or
 #   64 bad usage
@@ -45,7 +46,7 @@ set -uo pipefail
 
 ME=rxe-vm
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SHARES=() ENVS=() CWD='' MTU=9000 IP=10.0.0.1 KVER='' LOGKEEP='' VERBOSE=0
+SHARES=() ENVS=() CWD='' MTU=9000 IP=10.0.0.1 KVER=${FERRY_SOFTROCE_KERNEL:-} LOGKEEP='' VERBOSE=0
 VM_TIMEOUT=${FERRY_SOFTROCE_TIMEOUT:-900}
 
 log()  { echo "$ME: $*" >&2; }

@@ -100,6 +100,14 @@ uint64_t ferryi_now_ns(const struct ferry_ctx *ctx)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+void ferryi_ctx_set_clock(struct ferry_ctx *ctx, uint64_t (*fn)(void *arg), void *arg)
+{
+	ferryi_ctx_lock(ctx);
+	ctx->clock_fn = fn;
+	ctx->clock_arg = arg;
+	ferryi_ctx_unlock(ctx);
+}
+
 int ferryi_ms_until(struct ferry_ctx *ctx, uint64_t deadline_ns)
 {
 	uint64_t now = ferryi_now_ns(ctx);

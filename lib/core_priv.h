@@ -176,6 +176,9 @@ void ferryi_listener_ep_connected(struct ferry_ep *ep);
 void ferryi_listener_ep_freed(struct ferry_ep *ep);
 void ferryi_listeners_fini(struct ferry_ctx *ctx);
 
+/* context.c: unit tests drive time themselves */
+void ferryi_ctx_set_clock(struct ferry_ctx *ctx, uint64_t (*fn)(void *arg), void *arg);
+
 /* poller.c */
 int ferryi_poller_start(struct ferry_ctx *ctx);
 void ferryi_poller_stop(struct ferry_ctx *ctx);

@@ -69,12 +69,15 @@ int ferryi_provider_check(const struct ferryi_provider *p)
 	return 0;
 }
 
-static const struct ferryi_provider *checked[FERRYI_ARRAY_LEN(registry)];
+static const struct ferryi_provider *checked[FERRYI_ARRAY_LEN(registry) + 1];
 static int nchecked;
 static pthread_once_t checked_once = PTHREAD_ONCE_INIT;
+static const struct ferryi_provider *test_provider;
 
 static void registry_check(void)
 {
+	if (test_provider && ferryi_provider_check(test_provider) == 0)
+		checked[nchecked++] = test_provider;
 	for (size_t i = 0; i < FERRYI_ARRAY_LEN(registry); i++)
 		if (ferryi_provider_check(registry[i]) == 0)
 			checked[nchecked++] = registry[i];
@@ -85,6 +88,15 @@ const struct ferryi_provider *const *ferryi_providers(int *count)
 	pthread_once(&checked_once, registry_check);
 	*count = nchecked;
 	return checked;
+}
+
+int ferryi_provider_register_test(const struct ferryi_provider *p)
+{
+	/* Only before the registry is first used: it is immutable afterwards. */
+	if (nchecked || ferryi_provider_check(p) < 0)
+		return FERRY_EINVAL;
+	test_provider = p;
+	return 0;
 }
 
 const struct ferryi_provider *ferryi_provider_by_scheme(const char *scheme)

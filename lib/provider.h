@@ -173,5 +173,10 @@ struct ferryi_provider {
 int ferryi_provider_check(const struct ferryi_provider *p);
 const struct ferryi_provider *const *ferryi_providers(int *count);
 const struct ferryi_provider *ferryi_provider_by_scheme(const char *scheme);
+/*
+ * Unit tests only (linked through ferry_internal): adds an in-process provider, listed
+ * first, before any context is created. Returns 0 or FERRY_EINVAL.
+ */
+int ferryi_provider_register_test(const struct ferryi_provider *p);
 
 #endif /* FERRY_LIB_PROVIDER_H */

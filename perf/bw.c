@@ -99,7 +99,7 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 				if (tp)
 					tp[posted] = perf_now();
 				rc = bw_post(pc, test, e, off, off, size, s);
-				if (rc == -FERRY_EAGAIN)
+				if (rc == FERRY_EAGAIN)
 					break; /* queue full: poll, then post again */
 				if (rc)
 					return perf_call_failed(rc, bw_call(test));
@@ -169,7 +169,7 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 	}
 	if (duration && win < 2) {
 		fprintf(stderr, "ferry_perf: the measured window never closed\n");
-		return -FERRY_EIO;
+		return FERRY_EIO;
 	}
 	return 0;
 }
@@ -214,7 +214,7 @@ static int bw_post_retry(struct bw_state *st, enum perf_test test, uint32_t e, u
 {
 	int rc;
 
-	while ((rc = bw_post(st->pc, test, e, loff, roff, size, seq)) == -FERRY_EAGAIN) {
+	while ((rc = bw_post(st->pc, test, e, loff, roff, size, seq)) == FERRY_EAGAIN) {
 		rc = bw_wait(st, e, st->ccnt[e] + 1);
 		if (rc)
 			return rc;
@@ -292,7 +292,7 @@ static int bw_client_check(struct bw_state *st, struct perf_measure *m)
 				}
 				if (rc) {
 					m->errors++;
-					return -FERRY_EIO;
+					return FERRY_EIO;
 				}
 				if (test != PERF_SEND_BW)
 					m->verified++;
@@ -340,7 +340,7 @@ int perf_bw_client(struct perf_conn *pc, const struct perf_round *r, struct perf
 	struct bw_state st = { .pc = pc, .r = r };
 	struct perf_msg msg;
 	uint64_t nops = r->iters * pc->n;
-	int rc = -FERRY_ENOMEM;
+	int rc = FERRY_ENOMEM;
 
 	st.scnt = calloc(pc->n, sizeof(*st.scnt));
 	st.ccnt = calloc(pc->n, sizeof(*st.ccnt));
@@ -379,7 +379,7 @@ int perf_bw_client(struct perf_conn *pc, const struct perf_round *r, struct perf
 	if (pc->p->test == PERF_SEND_BW)
 		rc = bw_client_drain(&st);
 out:
-	if (rc == -FERRY_ENOMEM && !(st.scnt && st.ccnt && st.limit))
+	if (rc == FERRY_ENOMEM && !(st.scnt && st.ccnt && st.limit))
 		perf_call_failed(rc, "malloc");
 	if (rc)
 		bw_measure_free(m);
@@ -407,7 +407,8 @@ static int bw_srv_post_recv(struct perf_conn *pc, struct bw_srv *sv, const struc
 	uint64_t k = sv->posted[e];
 	int rc;
 
-	rc = ferry_recv(pe->ep, pe->buf + (k % sv->rxn) * r->size, r->size,
+	/* timing shares the nslots slots among rxn receives; checking has rxn == nslots */
+	rc = ferry_recv(pe->ep, pe->buf + (k % r->nslots) * r->size, r->size,
 			PERF_TAG(PERF_K_DATA, 0), PERF_KIND_MASK, PERF_DATA_CTX(e), NULL);
 	if (rc)
 		return perf_call_failed(rc, "ferry_recv");
@@ -430,13 +431,13 @@ static int bw_srv_recv_done(struct perf_conn *pc, struct bw_srv *sv, const struc
 					" has seq %" PRIu64 " and %" PRIu64 " bytes (expected %" PRIu64
 					")\n", e, k, seq, c->len, r->size);
 			res->errors++;
-			return -FERRY_EIO;
+			return FERRY_EIO;
 		}
 		snprintf(what, sizeof(what), "send %" PRIu64 " received", seq);
-		if (perf_verify(pc->eps[e].buf + (k % sv->rxn) * r->size, r->size,
+		if (perf_verify(pc->eps[e].buf + (k % r->nslots) * r->size, r->size,
 				perf_seed(BW_SIDE_CLIENT, e, seq), what)) {
 			res->errors++;
-			return -FERRY_EIO;
+			return FERRY_EIO;
 		}
 		res->verified++;
 	}
@@ -478,7 +479,7 @@ static int bw_srv_loop(struct perf_conn *pc, struct bw_srv *sv, const struct per
 					e = (uint32_t)(op - sv->done_op);
 					if (!draining && sv->done_msg[e].magic != PERF_MAGIC) {
 						fprintf(stderr, "ferry_perf: malformed DONE\n");
-						return -FERRY_EPROTO;
+						return FERRY_EPROTO;
 					}
 					if (is_send && !draining) {
 						sv->expected[e] = sv->done_msg[e].count;
@@ -515,7 +516,7 @@ static int bw_srv_check_writes(struct perf_conn *pc, struct bw_srv *sv, const st
 		if (W != r->nslots) {
 			fprintf(stderr, "ferry_perf: DONE names %" PRIu64 " slots, round %" PRIu64 "\n",
 				W, r->nslots);
-			return -FERRY_EPROTO;
+			return FERRY_EPROTO;
 		}
 		for (uint64_t s = 0; s < W && s < N; s++) {
 			uint64_t i = s + W * ((N - 1 - s) / W);
@@ -524,7 +525,7 @@ static int bw_srv_check_writes(struct perf_conn *pc, struct bw_srv *sv, const st
 			if (perf_verify(pc->eps[e].buf + s * r->size, r->size,
 					perf_seed(BW_SIDE_CLIENT, e, i), what)) {
 				res->errors++;
-				return -FERRY_EIO;
+				return FERRY_EIO;
 			}
 			res->verified++;
 		}
@@ -539,7 +540,7 @@ int perf_bw_server(struct perf_conn *pc, const struct perf_round *r, struct perf
 	struct perf_cpu c0, c1;
 	struct perf_msg ready;
 	uint32_t e, n = pc->n;
-	int rc = -FERRY_ENOMEM;
+	int rc = FERRY_ENOMEM;
 
 	sv.done_msg = calloc(n, sizeof(*sv.done_msg));
 	sv.done_op = calloc(n, sizeof(*sv.done_op));

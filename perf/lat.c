@@ -190,7 +190,7 @@ static int lat_client_iter(struct lat_state *st)
 		if (check) {
 			snprintf(what, sizeof(what), "write_lat pong %" PRIu64, k);
 			if (perf_verify(st->rbase, size - 1, perf_seed(LAT_SIDE_SERVER, 0, k), what))
-				return -FERRY_EIO;
+				return FERRY_EIO;
 		}
 		break;
 
@@ -207,7 +207,7 @@ static int lat_client_iter(struct lat_state *st)
 		if (check) {
 			snprintf(what, sizeof(what), "read %" PRIu64, k);
 			if (perf_verify(st->rbase, size, perf_seed(LAT_SIDE_SERVER, 0, 0), what))
-				return -FERRY_EIO;
+				return FERRY_EIO;
 		}
 		break;
 
@@ -233,11 +233,11 @@ static int lat_client_iter(struct lat_state *st)
 				fprintf(stderr, "ferry_perf: check failed: pong %" PRIu64 " has seq %"
 						PRIu64 " and %" PRIu64 " bytes\n", k,
 					st->recv_tag & PERF_SEQ_MASK, st->recv_len);
-				return -FERRY_EIO;
+				return FERRY_EIO;
 			}
 			snprintf(what, sizeof(what), "send_lat pong %" PRIu64, k);
 			if (perf_verify(st->rbase, size, perf_seed(LAT_SIDE_SERVER, 0, k), what))
-				return -FERRY_EIO;
+				return FERRY_EIO;
 		}
 		break;
 	}
@@ -298,7 +298,7 @@ static int lat_client_run(struct lat_state *st, uint64_t count, struct perf_meas
 	}
 	if (duration && win < 2) {
 		fprintf(stderr, "ferry_perf: the measured window never closed\n");
-		return -FERRY_EIO;
+		return FERRY_EIO;
 	}
 	return 0;
 }
@@ -314,7 +314,7 @@ int perf_lat_client(struct perf_conn *pc, const struct perf_round *r, struct per
 		m->tlat = malloc(r->iters * sizeof(uint64_t));
 		m->scratch = malloc(r->iters * sizeof(uint64_t));
 		if (!m->tlat || !m->scratch)
-			return perf_call_failed(-FERRY_ENOMEM, "malloc");
+			return perf_call_failed(FERRY_ENOMEM, "malloc");
 		memset(m->tlat, 0, r->iters * sizeof(uint64_t));
 		memset(m->scratch, 0, r->iters * sizeof(uint64_t));
 	}
@@ -371,7 +371,7 @@ static int lat_server_iter(struct lat_state *st, uint64_t total)
 		if (check) {
 			snprintf(what, sizeof(what), "write_lat ping %" PRIu64, k);
 			if (perf_verify(st->rbase, size - 1, perf_seed(LAT_SIDE_CLIENT, 0, k), what))
-				return -FERRY_EIO;
+				return FERRY_EIO;
 		}
 		rc = lat_slot(st, size, &sb);
 		if (rc)
@@ -400,11 +400,11 @@ static int lat_server_iter(struct lat_state *st, uint64_t total)
 			fprintf(stderr, "ferry_perf: check failed: ping %" PRIu64 " has seq %" PRIu64
 					" and %" PRIu64 " bytes\n", k, st->recv_tag & PERF_SEQ_MASK,
 				st->recv_len);
-			return -FERRY_EIO;
+			return FERRY_EIO;
 		}
 		snprintf(what, sizeof(what), "send_lat ping %" PRIu64, k);
 		if (perf_verify(st->rbase, size, perf_seed(LAT_SIDE_CLIENT, 0, k), what))
-			return -FERRY_EIO;
+			return FERRY_EIO;
 	}
 	if (k + 1 < total) {
 		rc = ferry_recv(pe->ep, st->rbase, size, PERF_TAG(PERF_K_PING, 0), PERF_KIND_MASK,
@@ -471,7 +471,7 @@ int perf_lat_server(struct perf_conn *pc, const struct perf_round *r, struct per
 	if (done.magic != PERF_MAGIC || (!r->duration && done.count != total)) {
 		fprintf(stderr, "ferry_perf: DONE says %" PRIu64 " iterations, expected %" PRIu64 "\n",
 			done.count, total);
-		return -FERRY_EPROTO;
+		return FERRY_EPROTO;
 	}
 	res->cpu = perf_cpu_pct(&c0, &c1);
 	if (r->check && test != PERF_READ_LAT)

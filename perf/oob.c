@@ -62,7 +62,7 @@ int perf_op_failed(const struct ferry_completion *c, const char *what)
 			"): %s (%s)\n",
 		what, oob_op_name(c->type), c->len, c->tag, ferry_strerror(c->status),
 		ferry_errname(c->status));
-	return c->status ? c->status : -FERRY_EIO;
+	return c->status ? c->status : FERRY_EIO;
 }
 
 int perf_stalled(struct perf_conn *pc, uint64_t last_ns, const char *what)
@@ -71,7 +71,7 @@ int perf_stalled(struct perf_conn *pc, uint64_t last_ns, const char *what)
 		return 0;
 	fprintf(stderr, "ferry_perf: %s: no completion for %.0f s, giving up\n", what,
 		(double)pc->stall_ns / 1e9);
-	return -FERRY_ETIMEDOUT;
+	return FERRY_ETIMEDOUT;
 }
 
 /* ------------------------------------------------------------------ polling */
@@ -83,7 +83,7 @@ int perf_poll(struct perf_conn *pc, struct ferry_completion *c, int max, int may
 	if (may_block && pc->p->poll == PERF_POLL_WAIT) {
 		/* a bounded sleep lets callers check their clock and the stall detector */
 		rc = ferry_cq_wait(pc->cq, c, max, 100);
-		return rc == -FERRY_ETIMEDOUT ? 0 : rc;
+		return rc == FERRY_ETIMEDOUT ? 0 : rc;
 	}
 	return ferry_cq_poll(pc->cq, c, max);
 }
@@ -125,7 +125,7 @@ int perf_oob_wait(struct perf_conn *pc, struct perf_oob_op *op)
 					return perf_op_failed(&c[i], "data");
 				fprintf(stderr, "ferry_perf: unexpected %s completion on endpoint %u\n",
 					oob_op_name(c[i].type), PERF_CTX_EP(c[i].user_ctx));
-				return -FERRY_EPROTO;
+				return FERRY_EPROTO;
 			}
 			rc = perf_oob_complete(&c[i]);
 			if (rc && c[i].user_ctx != op)
@@ -156,7 +156,7 @@ static int oob_check_msg(const struct perf_msg *m, const struct perf_oob_op *op,
 			fprintf(stderr, "ferry_perf: malformed control message (kind %u, %" PRIu64
 					" bytes): is the peer ferry_perf of the same version?\n",
 				kind, op->len);
-		return -FERRY_EPROTO;
+		return FERRY_EPROTO;
 	}
 	return 0;
 }
@@ -232,7 +232,7 @@ static int oob_buf_setup(struct perf_conn *pc, struct perf_ep *pe)
 
 	rc = posix_memalign(&buf, 4096, pc->buf_len);
 	if (rc)
-		return perf_call_failed(-FERRY_ENOMEM, "posix_memalign");
+		return perf_call_failed(FERRY_ENOMEM, "posix_memalign");
 	/* touch every page now so that page faults never land in a timed loop */
 	memset(buf, 0, pc->buf_len);
 	pe->buf = buf;
@@ -263,7 +263,7 @@ static int oob_take_rkey(struct perf_conn *pc, struct perf_ep *pe, const struct 
 
 	if (m->blob_len > sizeof(m->blob)) {
 		fprintf(stderr, "ferry_perf: rkey blob of %u bytes\n", m->blob_len);
-		return -FERRY_EPROTO;
+		return FERRY_EPROTO;
 	}
 	rc = ferry_rkey_unpack(pc->ctx, m->blob, m->blob_len, &pe->rkey);
 	if (rc)
@@ -272,7 +272,7 @@ static int oob_take_rkey(struct perf_conn *pc, struct perf_ep *pe, const struct 
 	if (pe->rkey_len < pc->peer_buf_len) {
 		fprintf(stderr, "ferry_perf: peer's region is %" PRIu64 " bytes, expected %zu\n",
 			pe->rkey_len, pc->peer_buf_len);
-		return -FERRY_EPROTO;
+		return FERRY_EPROTO;
 	}
 	return 0;
 }
@@ -300,7 +300,7 @@ int perf_conn_connect(struct perf_conn *pc, const char *uri)
 	pc->buf_len = perf_buf_len(p);
 	pc->eps = calloc(p->qps, sizeof(*pc->eps));
 	if (!pc->eps)
-		return perf_call_failed(-FERRY_ENOMEM, "calloc");
+		return perf_call_failed(FERRY_ENOMEM, "calloc");
 
 	rc = oob_connect_one(pc, uri, &pc->eps[0].ep);
 	if (rc)
@@ -314,6 +314,7 @@ int perf_conn_connect(struct perf_conn *pc, const char *uri)
 	m.qps = p->qps;
 	m.poll = p->poll;
 	m.buf_len = pc->buf_len;
+	m.flags = (p->check ? PERF_HELLO_CHECK : 0) | (p->report_gbits ? PERF_HELLO_GBITS : 0);
 	rc = perf_oob_send(pc, 0, PERF_K_HELLO, &m);
 	if (!rc)
 		rc = perf_oob_recv(pc, 0, PERF_K_HELLO, &m);
@@ -346,7 +347,7 @@ int perf_conn_connect(struct perf_conn *pc, const char *uri)
 		if (!rc && m.ep_index != e) {
 			fprintf(stderr, "ferry_perf: server answered for endpoint %u on %u\n",
 				m.ep_index, e);
-			rc = -FERRY_EPROTO;
+			rc = FERRY_EPROTO;
 		}
 		if (!rc)
 			rc = oob_take_rkey(pc, &pc->eps[e], &m);
@@ -374,7 +375,7 @@ int perf_conn_listen(struct perf_conn *pc, const char *uri, int notify_fd)
 		size_t n = strlen(pc->uri) + 1;
 
 		if (write(notify_fd, pc->uri, n) != (ssize_t)n)
-			return perf_call_failed(-FERRY_EIO, "write (loopback notify)");
+			return perf_call_failed(FERRY_EIO, "write (loopback notify)");
 	}
 	return 0;
 }
@@ -393,7 +394,7 @@ int perf_conn_accept(struct perf_conn *pc, int timeout_ms)
 
 	pc->eps = calloc(1, sizeof(*pc->eps));
 	if (!pc->eps)
-		return perf_call_failed(-FERRY_ENOMEM, "calloc");
+		return perf_call_failed(FERRY_ENOMEM, "calloc");
 	rc = ferry_listener_accept(pc->listener, &pc->eps[0].ep, timeout_ms);
 	if (rc)
 		return perf_call_failed(rc, "ferry_listener_accept");
@@ -407,13 +408,15 @@ int perf_conn_accept(struct perf_conn *pc, int timeout_ms)
 	if (m.test >= PERF_TEST_COUNT || !m.qps || m.qps > PERF_MAX_QPS ||
 	    m.poll > PERF_POLL_WAIT || m.buf_len < PERF_BUF_MIN || m.buf_len > (1ull << 36)) {
 		fprintf(stderr, "ferry_perf: bad HELLO from the client\n");
-		return -FERRY_EPROTO;
+		return FERRY_EPROTO;
 	}
 	p->test = (enum perf_test)m.test;
 	p->is_lat = p->test == PERF_WRITE_LAT || p->test == PERF_READ_LAT ||
 		    p->test == PERF_SEND_LAT;
 	p->qps = (uint32_t)m.qps;
 	p->poll = (enum perf_poll_mode)m.poll;
+	p->check = !!(m.flags & PERF_HELLO_CHECK);
+	p->report_gbits = !!(m.flags & PERF_HELLO_GBITS);
 	pc->buf_len = (size_t)m.buf_len; /* both sides use the client's buffer size */
 	pc->peer_buf_len = (size_t)m.buf_len;
 
@@ -426,7 +429,7 @@ int perf_conn_accept(struct perf_conn *pc, int timeout_ms)
 	n = p->qps;
 	accepted = calloc(n, sizeof(*accepted));
 	if (!accepted)
-		return perf_call_failed(-FERRY_ENOMEM, "calloc");
+		return perf_call_failed(FERRY_ENOMEM, "calloc");
 	accepted[0].ep = pc->eps[0].ep;
 	free(pc->eps);
 	pc->eps = accepted;
@@ -440,7 +443,7 @@ int perf_conn_accept(struct perf_conn *pc, int timeout_ms)
 	/* Order the endpoints as the client numbered them (its RKEY says which is which). */
 	sorted = calloc(n, sizeof(*sorted));
 	if (!sorted)
-		return perf_call_failed(-FERRY_ENOMEM, "calloc");
+		return perf_call_failed(FERRY_ENOMEM, "calloc");
 	for (e = 0; e < n; e++) {
 		rc = perf_oob_recv(pc, e, PERF_K_RKEY, &m);
 		if (rc)
@@ -448,7 +451,7 @@ int perf_conn_accept(struct perf_conn *pc, int timeout_ms)
 		if (m.ep_index >= n || sorted[m.ep_index].ep || (e == 0 && m.ep_index != 0)) {
 			fprintf(stderr, "ferry_perf: bad endpoint index %u from the client\n",
 				m.ep_index);
-			rc = -FERRY_EPROTO;
+			rc = FERRY_EPROTO;
 			break;
 		}
 		sorted[m.ep_index].ep = pc->eps[e].ep;

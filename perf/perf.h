@@ -104,9 +104,9 @@ enum perf_kind {
 };
 
 #define PERF_KIND_SHIFT 56
-#define PERF_KIND_MASK (0xffull << PERF_KIND_SHIFT)
-#define PERF_SEQ_MASK ((1ull << PERF_KIND_SHIFT) - 1)
-#define PERF_SEQ_STOP (1ull << 55) /* send_lat in duration mode: the last ping */
+#define PERF_KIND_MASK (UINT64_C(0xff) << PERF_KIND_SHIFT)
+#define PERF_SEQ_MASK ((UINT64_C(1) << PERF_KIND_SHIFT) - 1)
+#define PERF_SEQ_STOP (UINT64_C(1) << 55) /* send_lat in duration mode: the last ping */
 #define PERF_TAG(kind, seq) (((uint64_t)(kind) << PERF_KIND_SHIFT) | ((seq) & PERF_SEQ_MASK))
 #define PERF_TAG_KIND(tag) ((unsigned)((tag) >> PERF_KIND_SHIFT))
 
@@ -118,6 +118,8 @@ enum perf_kind {
 
 #define PERF_MAGIC 0x50595246u /* "FRYP" little-endian; reads reversed across byte orders */
 #define PERF_PROTO_VERSION 1
+#define PERF_HELLO_CHECK 1u
+#define PERF_HELLO_GBITS 2u
 #define PERF_ROUND_CHECK 1u
 #define PERF_ROUND_END 2u
 
@@ -275,7 +277,7 @@ int perf_wait_fd(struct perf_conn *pc, int timeout_ms);
 int perf_op_failed(const struct ferry_completion *c, const char *what);
 /* Prints a failed call and returns rc. */
 int perf_call_failed(int rc, const char *call);
-/* Stall detector for loops that expect completions; returns -FERRY_ETIMEDOUT. */
+/* Stall detector for loops that expect completions; returns FERRY_ETIMEDOUT. */
 int perf_stalled(struct perf_conn *pc, uint64_t last_ns, const char *what);
 
 /* ------------------------------------------------------------------ check.c */

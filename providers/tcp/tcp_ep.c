@@ -368,6 +368,13 @@ static int tcp_tx_once(struct ferry_ep *ep)
 		return -1;
 	}
 
+	/*
+	 * The socket was full and took bytes now: the peer read what we sent, so it is
+	 * alive. While one huge frame goes out, nothing else (not the answer to a probe)
+	 * can reach us, and without this the core would declare the peer dead.
+	 */
+	if (n > 0 && te->want_out)
+		ferryi_ep_rx_activity(ep);
 	ferryi_list_init(&done);
 	ferryi_list_init(&done_ctl);
 	whole = tcp_batch_consume(ep, &b, (uint64_t)n, &done, &done_ctl);

@@ -139,6 +139,8 @@ struct ferryi_verbs_mr {
 	uint32_t nchunks;
 	uint64_t chunk;
 	struct ibv_mr **mrs;           /* [dev * nchunks + chunk]; NULL: device unusable */
+	uint32_t users;                /* our write/read ops using it as local buffer  */
+	bool dereg_pending;            /* deregistered while users > 0                 */
 };
 
 struct ferryi_verbs_tun {
@@ -356,6 +358,8 @@ int ferryi_verbs_rkey_check(const void *key, size_t len);
 int ferryi_verbs_rkey_parse(const void *key, size_t len, uint64_t guid,
 			    struct ferryi_verbs_rkey *out);
 /* lkey of the ibv_mr holding byte `off` of mr on dev, and the bytes left in that chunk. */
+void ferryi_verbs_mr_use(struct ferryi_prov_inst *pi, struct ferry_mr *mr);
+void ferryi_verbs_mr_unuse(struct ferryi_prov_inst *pi, struct ferry_mr *mr);
 uint32_t ferryi_verbs_mr_lkey(struct ferryi_prov_inst *pi, const struct ferry_mr *mr,
 			      const struct ferryi_verbs_dev *dev, uint64_t off, uint64_t *left);
 

@@ -118,9 +118,36 @@ int ferryi_verbs_mr_reg(struct ferryi_prov_inst *pi, struct ferry_mr *mr)
 	return 0;
 }
 
+/*
+ * A region deregistered while our own write/read ops still post from it keeps its
+ * ibv_mrs until the last of them completes: those ops were accepted and must finish
+ * normally, and the NIC would fail them (and the QP) on a dead lkey. Remote access
+ * through its rkeys then also lasts until that moment; with no local op in flight
+ * (the usual case) it stops at once.
+ */
 void ferryi_verbs_mr_dereg(struct ferryi_prov_inst *pi, struct ferry_mr *mr)
 {
-	mr_free(ferryi_mr_priv(mr, pi));
+	struct ferryi_verbs_mr *vm = ferryi_mr_priv(mr, pi);
+	if (vm->users) {
+		FERRYI_DBG(pi->ctx, "verbs: region %p deregistered with %u local ops in flight: "
+				    "its ibv_mrs go when they complete", mr->addr, vm->users);
+		vm->dereg_pending = true;
+		return;
+	}
+	mr_free(vm);
+}
+
+void ferryi_verbs_mr_use(struct ferryi_prov_inst *pi, struct ferry_mr *mr)
+{
+	struct ferryi_verbs_mr *vm = ferryi_mr_priv(mr, pi);
+	vm->users++;
+}
+
+void ferryi_verbs_mr_unuse(struct ferryi_prov_inst *pi, struct ferry_mr *mr)
+{
+	struct ferryi_verbs_mr *vm = ferryi_mr_priv(mr, pi);
+	if (vm->users && --vm->users == 0 && vm->dereg_pending)
+		mr_free(vm);
 }
 
 uint32_t ferryi_verbs_mr_lkey(struct ferryi_prov_inst *pi, const struct ferry_mr *mr,

@@ -1,0 +1,350 @@
+/*
+ * ofi_provider.c - the libfabric provider's ops table, context instance and info().
+ *
+ * One ferry provider, "ofi", serves every libfabric provider: ofi+tcp://, ofi+shm://,
+ * ofi+verbs://, any other ofi+NAME:// (NAME is passed to fi_getinfo as prov_name), and
+ * ofi:// (libfabric's own first choice). Per context, each libfabric provider in use
+ * is a "dom": one fabric and one domain, shared by the ports (fabric endpoints) that
+ * serve listeners and connects. tcp, shm and verbs are opened when the context opens,
+ * wherever they work, so that a region registered before the first connect already
+ * carries their keys in its rkey; other names open on first use.
+ *
+ * Capabilities: caps are static in the ops table, but whether a fabric is RDMA or
+ * needs local registrations (FI_MR_LOCAL) is known only per dom at run time, so the
+ * table claims neither: ofi+tcp and ofi+shm must not pass for RDMA in the fallback
+ * policy, and local registrations are made by ofi_ep.c for the one dom that needs them.
+ */
+#define _GNU_SOURCE
+#include "ofi.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The fabrics opened with every context, in this order. */
+static const char *const ofi_eager_sels[] = { "tcp", "shm", "verbs" };
+
+static pthread_once_t ofi_env_once = PTHREAD_ONCE_INIT;
+
+static void ofi_env_apply(void)
+{
+	/*
+	 * rxm over verbs sizes its CQ from the universe size; rxe (soft-RoCE) refuses
+	 * the default (its CQs stop at 32767 entries). Must be set before libfabric
+	 * reads its parameters, i.e. before the first fi_getinfo; a user's value wins.
+	 */
+	setenv("FI_UNIVERSE_SIZE", "64", 0);
+}
+
+void ofi_env_defaults(void)
+{
+	pthread_once(&ofi_env_once, ofi_env_apply);
+}
+
+struct fi_info *ofi_hints(const char *prov_name)
+{
+	struct fi_info *h = fi_allocinfo();
+	if (!h)
+		return NULL;
+	h->caps = FI_MSG | FI_RMA;
+	h->mode = 0; /* no FI_CONTEXT: our contexts are not fi_context blocks */
+	h->ep_attr->type = FI_EP_RDM;
+	h->domain_attr->threading = FI_THREAD_DOMAIN; /* all calls under the ctx lock */
+	h->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED |
+				  FI_MR_PROV_KEY | FI_MR_ENDPOINT | FI_MR_RAW;
+	/* Sends of one connection must arrive in order. No RMA ordering is asked:
+	 * shm then keeps its single-copy RMA path. */
+	h->tx_attr->msg_order = FI_ORDER_SAS;
+	h->rx_attr->msg_order = FI_ORDER_SAS;
+	if (prov_name && prov_name[0]) {
+		h->fabric_attr->prov_name = strdup(prov_name);
+		if (!h->fabric_attr->prov_name) {
+			fi_freeinfo(h);
+			return NULL;
+		}
+	}
+	return h;
+}
+
+static int ofi_scheme_match(const char *scheme)
+{
+	if (!scheme)
+		return 0;
+	if (strcmp(scheme, "ofi") == 0)
+		return 1;
+	return strncmp(scheme, "ofi+", 4) == 0 && scheme[4] != '\0';
+}
+
+/* ------------------------------------------------------------------ doms */
+
+static int ofi_dom_open(struct ofi_inst *oi, const char *sel, struct fi_info *info,
+			struct ofi_dom **out)
+{
+	struct ferry_ctx *ctx = oi->pi->ctx;
+	struct ofi_dom *dom;
+	int rc;
+
+	if (oi->ndoms >= OFI_MAX_DOMS)
+		return FERRY_ENOBUFS;
+	dom = calloc(1, sizeof(*dom));
+	if (!dom)
+		return FERRY_ENOMEM;
+	dom->inst = oi;
+	snprintf(dom->sel, sizeof(dom->sel), "%s", sel);
+	snprintf(dom->prov_name, sizeof(dom->prov_name), "%s", info->fabric_attr->prov_name);
+	ferryi_list_init(&dom->ports);
+	dom->info = fi_dupinfo(info);
+	if (!dom->info) {
+		rc = FERRY_ENOMEM;
+		goto err_free;
+	}
+	rc = fi_fabric(dom->info->fabric_attr, &dom->fabric, NULL);
+	if (rc) {
+		FERRYI_INFO(ctx, "ofi: %s: fi_fabric: %s", dom->prov_name, fi_strerror(-rc));
+		rc = ofi_fi_err(-rc);
+		goto err_info;
+	}
+	rc = fi_domain(dom->fabric, dom->info, &dom->domain, NULL);
+	if (rc) {
+		FERRYI_INFO(ctx, "ofi: %s: fi_domain: %s", dom->prov_name, fi_strerror(-rc));
+		rc = ofi_fi_err(-rc);
+		goto err_fabric;
+	}
+	dom->mr_mode = dom->info->domain_attr->mr_mode;
+	/* FI_MR_BASIC / FI_MR_SCALABLE of old providers, spelled as bits. */
+	if (dom->mr_mode == FI_MR_BASIC)
+		dom->mr_mode = FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
+	else if (dom->mr_mode == FI_MR_SCALABLE)
+		dom->mr_mode = 0;
+	dom->key_size = dom->info->domain_attr->mr_key_size;
+	dom->inject = dom->info->tx_attr->inject_size;
+	dom->max_msg = dom->info->ep_attr->max_msg_size;
+	if (dom->max_msg == 0 || dom->max_msg > OFI_RMA_PIECE_MAX)
+		dom->max_msg = OFI_RMA_PIECE_MAX;
+	dom->is_shm = strcmp(dom->prov_name, "shm") == 0;
+	dom->is_verbs = strncmp(dom->prov_name, "verbs", 5) == 0;
+	dom->wait_fd = true; /* until a CQ says otherwise */
+	do
+		dom->ksid = (uint32_t)ferryi_random64();
+	while (dom->ksid == 0);
+	dom->idx = (uint8_t)oi->ndoms;
+	oi->doms[oi->ndoms++] = dom;
+	rc = ofi_mr_add_dom(oi, dom);
+	if (rc < 0) {
+		oi->doms[--oi->ndoms] = NULL;
+		goto err_domain;
+	}
+	FERRYI_DBG(ctx, "ofi: opened %s (fabric %s, domain %s, mr_mode 0x%llx, inject %zu, "
+			"max_msg %llu)",
+		   dom->prov_name, dom->info->fabric_attr->name, dom->info->domain_attr->name,
+		   (unsigned long long)dom->mr_mode, dom->inject,
+		   (unsigned long long)dom->max_msg);
+	*out = dom;
+	return 0;
+
+err_domain:
+	fi_close(&dom->domain->fid);
+err_fabric:
+	fi_close(&dom->fabric->fid);
+err_info:
+	fi_freeinfo(dom->info);
+err_free:
+	free(dom);
+	return rc;
+}
+
+static void ofi_dom_close(struct ofi_inst *oi, struct ofi_dom *dom)
+{
+	struct ferryi_list_node *n;
+
+	/* Ports still open here belong to endpoints the core gave up on. */
+	while ((n = ferryi_list_first(&dom->ports)))
+		ofi_port_destroy(ferryi_container_of(n, struct ofi_port, link));
+	ofi_mr_drop_dom(oi, dom);
+	fi_close(&dom->domain->fid);
+	fi_close(&dom->fabric->fid);
+	fi_freeinfo(dom->info);
+	free(dom);
+}
+
+/* Opens the dom for a libfabric provider name; 0 and *out, or an error. */
+static int ofi_dom_try(struct ofi_inst *oi, const char *sel, struct ofi_dom **out)
+{
+	struct fi_info *hints = ofi_hints(sel), *info = NULL;
+	int rc;
+
+	if (!hints)
+		return FERRY_ENOMEM;
+	rc = fi_getinfo(OFI_API_VERSION, NULL, NULL, 0, hints, &info);
+	fi_freeinfo(hints);
+	if (rc) {
+		FERRYI_DBG(oi->pi->ctx, "ofi: %s not usable: fi_getinfo: %s", sel[0] ? sel : "default",
+			   fi_strerror(-rc));
+		return rc == -FI_ENODATA ? FERRY_ENODEV : ofi_fi_err(-rc);
+	}
+	rc = ofi_dom_open(oi, sel, info, out);
+	fi_freeinfo(info);
+	return rc;
+}
+
+struct ofi_dom *ofi_dom_by_scheme(struct ofi_inst *oi, const char *scheme)
+{
+	const char *sel;
+	struct ofi_dom *dom = NULL;
+
+	if (strcmp(scheme, "ofi") == 0)
+		return oi->def;
+	if (strncmp(scheme, "ofi+", 4) != 0 || !scheme[4])
+		return NULL;
+	sel = scheme + 4;
+	for (int i = 0; i < oi->ndoms; i++)
+		if (strcmp(oi->doms[i]->sel, sel) == 0)
+			return oi->doms[i];
+	for (size_t i = 0; i < FERRYI_ARRAY_LEN(ofi_eager_sels); i++)
+		if (strcmp(ofi_eager_sels[i], sel) == 0)
+			return NULL; /* tried at init: not usable here */
+	/* Another libfabric provider: open it now (regions registered before carry no
+	 * key for it in rkeys packed before). */
+	if (ofi_dom_try(oi, sel, &dom) < 0)
+		return NULL;
+	return dom;
+}
+
+/* ------------------------------------------------------------------ instance */
+
+static int ofi_inst_init(struct ferryi_prov_inst *pi)
+{
+	struct ofi_inst *oi = ofi_inst(pi);
+	struct ferry_ctx *ctx = pi->ctx;
+	const char *env;
+	struct ofi_dom *dom;
+
+	oi->pi = pi;
+	oi->db_fd = -1;
+	ferryi_list_init(&oi->mrs);
+	ferryi_hmap_init(&oi->conns);
+	env = getenv("FERRY_OFI_RMA_CHECK");
+	oi->rma_check = !(env && strcmp(env, "0") == 0);
+	ofi_env_defaults();
+
+	for (size_t i = 0; i < FERRYI_ARRAY_LEN(ofi_eager_sels); i++)
+		(void)ofi_dom_try(oi, ofi_eager_sels[i], &dom);
+
+	/* ofi://: libfabric's own first choice, shared with a dom already open. */
+	struct fi_info *hints = ofi_hints(NULL), *info = NULL;
+	if (hints && fi_getinfo(OFI_API_VERSION, NULL, NULL, 0, hints, &info) == 0) {
+		for (int i = 0; i < oi->ndoms; i++)
+			if (strcmp(oi->doms[i]->prov_name, info->fabric_attr->prov_name) == 0)
+				oi->def = oi->doms[i];
+		if (!oi->def && ofi_dom_open(oi, "", info, &dom) == 0)
+			oi->def = dom;
+		fi_freeinfo(info);
+	}
+	if (hints)
+		fi_freeinfo(hints);
+
+	if (oi->ndoms == 0) {
+		FERRYI_INFO(ctx, "ofi: no usable libfabric provider (tcp, shm, verbs)");
+		ferryi_hmap_fini(&oi->conns);
+		return FERRY_ENODEV;
+	}
+	return 0;
+}
+
+static void ofi_inst_fini(struct ferryi_prov_inst *pi)
+{
+	struct ofi_inst *oi = ofi_inst(pi);
+
+	for (int i = oi->ndoms - 1; i >= 0; i--) {
+		ofi_dom_close(oi, oi->doms[i]);
+		oi->doms[i] = NULL;
+	}
+	oi->ndoms = 0;
+	ferryi_hmap_fini(&oi->conns);
+	if (oi->db_fd >= 0)
+		close(oi->db_fd);
+	oi->db_fd = -1;
+}
+
+static int ofi_progress(struct ferryi_prov_inst *pi)
+{
+	struct ofi_inst *oi = ofi_inst(pi);
+	int events = 0;
+
+	for (int i = 0; i < oi->ndoms; i++) {
+		struct ferryi_list_node *n, *t;
+		/* A port may close while it is driven (its last endpoint goes). */
+		ferryi_list_foreach_safe(&oi->doms[i]->ports, n, t)
+			events += ofi_port_progress(ferryi_container_of(n, struct ofi_port, link));
+	}
+	return events;
+}
+
+/* ------------------------------------------------------------------ info */
+
+static void ofi_info(struct ferry_provider_info *info)
+{
+	char *p = info->detail;
+	size_t left = sizeof(info->detail);
+	int usable = 0;
+
+	ofi_env_defaults();
+	for (size_t i = 0; i < FERRYI_ARRAY_LEN(ofi_eager_sels); i++) {
+		const char *sel = ofi_eager_sels[i];
+		struct fi_info *hints = ofi_hints(sel), *fi = NULL;
+		int rc = hints ? fi_getinfo(OFI_API_VERSION, NULL, NULL, 0, hints, &fi) : -FI_ENOMEM;
+		int n;
+
+		if (rc == 0) {
+			usable++;
+			n = snprintf(p, left, "%sofi+%s: ok (%s, %s)", i ? "; " : "", sel,
+				     fi->fabric_attr->prov_name, fi->domain_attr->name);
+		} else if (rc == -FI_ENODATA) {
+			n = snprintf(p, left, "%sofi+%s: no (%s)", i ? "; " : "", sel,
+				     strcmp(sel, "verbs") == 0 ? "no RDMA device" :
+				     "libfabric has no such provider with FI_MSG|FI_RMA RDM");
+		} else {
+			n = snprintf(p, left, "%sofi+%s: no (%s)", i ? "; " : "", sel,
+				     fi_strerror(-rc));
+		}
+		if (n > 0 && (size_t)n < left) {
+			p += n;
+			left -= (size_t)n;
+		}
+		if (fi)
+			fi_freeinfo(fi);
+		if (hints)
+			fi_freeinfo(hints);
+	}
+	info->status = usable ? 0 : FERRY_ENODEV;
+}
+
+const struct ferryi_provider ferryi_ofi_provider = {
+	.name = "ofi",
+	.id = FERRYI_PROV_OFI,
+	.caps = 0, /* see the comment at the top of this file */
+	.rank = 50, /* between tcp (0) and verbs; auto:// skips ofi anyway */
+	.eager_max = OFI_EAGER_MAX,
+	.inst_size = sizeof(struct ofi_inst),
+	.ep_size = sizeof(struct ofi_ep),
+	.listener_size = sizeof(struct ofi_port *),
+	.mr_size = sizeof(struct ofi_mr),
+	.scheme_match = ofi_scheme_match,
+	.info = ofi_info,
+	.inst_init = ofi_inst_init,
+	.inst_fini = ofi_inst_fini,
+	.progress = ofi_progress,
+	.listen = ofi_listen,
+	.listen_close = ofi_listen_close,
+	.connect = ofi_connect,
+	.ep_close = ofi_ep_close,
+	.send = ofi_send,
+	.write = ofi_write,
+	.read = ofi_read,
+	.mr_reg = ofi_mr_reg,
+	.mr_dereg = ofi_mr_dereg,
+	.mr_pack = ofi_mr_pack,
+	.rkey_check = ofi_rkey_check,
+};

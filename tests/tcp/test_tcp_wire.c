@@ -1,0 +1,1150 @@
+/*
+ * test_tcp_wire.c - the TCP provider against crafted bytes.
+ *
+ * A ferry context listens on loopback; the test talks to it over raw sockets with
+ * frames it builds itself (tcp_proto.h's encoder, or by hand where the point is to
+ * be wrong). Each malformed input must close only that connection, be counted, and
+ * leave the context serving a good connection afterwards (check_serves). Refused
+ * one-sided operations must be answered, not punished, and must not touch memory.
+ * The proto_* cases unit-test the encoder and decoders directly.
+ *
+ * While waiting for bytes on a raw socket the test drives the context with
+ * ferry_progress() (the context's poller thread drives it too); every wait has a
+ * deadline.
+ *
+ *   test_tcp_wire            all cases
+ *   test_tcp_wire CASE       one case (CTest registers each as tcp.wire.CASE)
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "core.h"
+#include "tcp_proto.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WAIT_MS 3000
+#define HS_TIMEOUT_MS 300
+#define MAX_FRAME (1u << 20)
+#define EAGER_MAX 4096u
+
+struct wire {
+	struct ferry_ctx *ctx;
+	struct ferry_listener *l;
+	uint16_t port;
+	uint64_t perr_mark; /* protocol_errors before the current connection misbehaved */
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct ferry_stats tcp_stats(struct wire *w)
+{
+	struct ferry_stats st;
+
+	assert_int_equal(ferry_stats_get(w->ctx, "tcp", &st), 0);
+	return st;
+}
+
+static uint16_t listener_port(struct ferry_listener *l)
+{
+	char addr[256];
+	size_t len = sizeof(addr);
+
+	assert_int_equal(ferry_listener_addr(l, addr, &len), 0);
+	const char *colon = strrchr(addr, ':');
+	assert_non_null(colon);
+	return (uint16_t)atoi(colon + 1);
+}
+
+static int setup(void **state)
+{
+	struct wire *w = calloc(1, sizeof(*w));
+	struct ferry_config cfg;
+
+	assert_non_null(w);
+	ferry_config_init(&cfg);
+	cfg.providers = "tcp";
+	cfg.log_level = FERRY_LOG_ERROR; /* FERRY_LOG=debug shows every refusal */
+	cfg.handshake_timeout_ms = HS_TIMEOUT_MS;
+	cfg.probe_interval_ms = 0; /* no probes interleaved with the frames we read */
+	cfg.idle_timeout_s = 0;
+	cfg.max_frame = MAX_FRAME;
+	cfg.eager_max = EAGER_MAX;
+	assert_int_equal(ferry_ctx_create(&cfg, &w->ctx), 0);
+	assert_int_equal(ferry_listen(w->ctx, "tcp://127.0.0.1:0", NULL, &w->l), 0);
+	w->port = listener_port(w->l);
+	*state = w;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct wire *w = *state;
+
+	ferry_listener_close(w->l);
+	ferry_ctx_destroy(w->ctx);
+	free(w);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ raw socket helpers */
+
+
+static int raw_connect(struct wire *w, uint16_t port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	w->perr_mark = tcp_stats(w).protocol_errors;
+	return fd;
+}
+
+static void raw_send(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		assert_true(n > 0);
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Receives exactly len bytes while driving ctx: 0, FERRY_ECONNRESET (EOF or reset),
+ * FERRY_ETIMEDOUT. */
+static int raw_recv(struct wire *w, int fd, void *buf, size_t len, int timeout_ms)
+{
+	uint8_t *p = buf;
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+	while (len) {
+		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			return FERRY_ECONNRESET;
+		if (now_ms() > deadline)
+			return FERRY_ETIMEDOUT;
+		ferry_progress(w->ctx);
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		poll(&pfd, 1, 2);
+	}
+	return 0;
+}
+
+struct frame {
+	struct ferryi_tcp_hdr h;
+	struct ferryi_tcp_ext e;
+	uint8_t payload[4096];
+};
+
+/* Reads one frame the server sent and validates it with the provider's decoders. */
+static int read_frame(struct wire *w, int fd, struct frame *f, int timeout_ms)
+{
+	const struct ferryi_tcp_limits lim = {.max_frame = UINT64_MAX, .eager_max = UINT64_MAX};
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	char why[200] = "";
+	int rc;
+
+	rc = raw_recv(w, fd, buf, FERRYI_TCP_HDR_LEN, timeout_ms);
+	if (rc)
+		return rc;
+	rc = ferryi_tcp_hdr_decode(buf, &lim, &f->h, why, sizeof(why));
+	if (rc) {
+		print_error("server sent a bad header: %s\n", why);
+		fail();
+	}
+	rc = raw_recv(w, fd, buf, ferryi_tcp_ext_len(f->h.type), timeout_ms);
+	if (rc)
+		return rc;
+	rc = ferryi_tcp_ext_decode(f->h.type, buf, &lim, &f->e, why, sizeof(why));
+	if (rc) {
+		print_error("server sent a bad extension: %s\n", why);
+		fail();
+	}
+	assert_true(f->h.len <= sizeof(f->payload));
+	return raw_recv(w, fd, f->payload, (size_t)f->h.len, timeout_ms);
+}
+
+/*
+ * Waits until the server closes fd (EOF or reset). Returns the status of an ERROR
+ * frame that came before, or 0 if none did. Fails the test after WAIT_MS.
+ */
+static int expect_dropped(struct wire *w, int fd)
+{
+	struct frame f;
+	int status = 0;
+
+	for (;;) {
+		int rc = read_frame(w, fd, &f, WAIT_MS);
+
+		if (rc == FERRY_ECONNRESET)
+			break;
+		assert_int_equal(rc, 0); /* no timeout: the server must hang up */
+		if (f.h.type == FERRYI_TCP_ERROR)
+			status = f.e.status;
+	}
+	close(fd);
+	return status;
+}
+
+static void send_frame(int fd, const struct ferryi_tcp_hdr *h, const struct ferryi_tcp_ext *e,
+		       const void *payload, size_t len)
+{
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	uint32_t n = ferryi_tcp_encode(buf, h, e);
+
+	raw_send(fd, buf, n);
+	if (len)
+		raw_send(fd, payload, len);
+}
+
+static void send_hello(int fd)
+{
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_HELLO};
+	struct ferryi_tcp_ext e = {.info = {.version = FERRYI_PROTO_VERSION,
+					    .max_frame = 1ull << 40,
+					    .eager_max = 65536}};
+
+	send_frame(fd, &h, &e, NULL, 0);
+}
+
+/* A raw client's handshake; returns the server's endpoint (accepted, held). */
+static struct ferry_ep *raw_hello(struct wire *w, int fd)
+{
+	struct ferry_ep *ep = NULL;
+	struct frame f;
+
+	send_hello(fd);
+	/* Endpoints that failed earlier in this test still wait in the accept queue. */
+	for (;;) {
+		assert_int_equal(ferry_listener_accept(w->l, &ep, WAIT_MS), 0);
+		if (ferry_ep_status(ep) == 0)
+			break;
+		ferry_ep_close(ep);
+	}
+	assert_int_equal(read_frame(w, fd, &f, WAIT_MS), 0);
+	assert_int_equal(f.h.type, FERRYI_TCP_HELLO_ACK);
+	assert_int_equal(f.e.info.version, FERRYI_PROTO_VERSION);
+	assert_int_equal(f.e.info.max_frame, MAX_FRAME);
+	assert_int_equal(f.e.info.eager_max, EAGER_MAX);
+	assert_string_equal(ferry_ep_provider(ep), "tcp");
+	w->perr_mark = tcp_stats(w).protocol_errors;
+	return ep;
+}
+
+static int wait_completion(struct wire *w, struct ferry_completion *c)
+{
+	int n = ferry_cq_wait(ferry_ctx_cq(w->ctx), c, 1, WAIT_MS);
+
+	assert_int_equal(n, 1);
+	return c->status;
+}
+
+/* A good raw client still gets served: handshake, message both ways, goodbye. */
+static void check_serves(struct wire *w, uint16_t port)
+{
+	int fd = raw_connect(w, port);
+	struct ferry_ep *ep = raw_hello(w, fd);
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_MSG, .len = 4, .tag = 7, .aux = 99};
+	struct ferryi_msg m = {.type = FERRYI_MSG_EAGER};
+	struct ferry_completion c;
+	struct frame f;
+	char buf[16] = "";
+
+	assert_int_equal(ferry_recv(ep, buf, sizeof(buf), 7, ~0ull, NULL, NULL), 0);
+	h.flags = ferryi_tcp_msg_flags(&m);
+	send_frame(fd, &h, NULL, "ping", 4);
+	assert_int_equal(wait_completion(w, &c), 0);
+	assert_int_equal(c.type, FERRY_OP_RECV);
+	assert_int_equal(c.len, 4);
+	assert_int_equal(c.tag, 7);
+	assert_memory_equal(buf, "ping", 4);
+
+	assert_int_equal(ferry_send(ep, "pong", 4, 8, NULL, NULL), 0);
+	assert_int_equal(read_frame(w, fd, &f, WAIT_MS), 0);
+	assert_int_equal(f.h.type, FERRYI_TCP_MSG);
+	assert_int_equal(f.h.flags & 0xff, FERRYI_MSG_EAGER);
+	assert_int_equal(f.h.tag, 8);
+	assert_int_equal(f.h.len, 4);
+	assert_memory_equal(f.payload, "pong", 4);
+	assert_int_equal(wait_completion(w, &c), 0);
+	assert_int_equal(c.type, FERRY_OP_SEND);
+
+	ferry_ep_close(ep);
+	assert_int_equal(read_frame(w, fd, &f, WAIT_MS), 0); /* the core's GOODBYE */
+	assert_int_equal(f.h.type, FERRYI_TCP_MSG);
+	assert_int_equal(f.h.flags & 0xff, FERRYI_MSG_GOODBYE);
+	assert_int_equal(expect_dropped(w, fd), 0);
+}
+
+/* The connection is dropped with a protocol error counted and reported to the peer. */
+static void expect_proto_drop(struct wire *w, int fd, struct ferry_ep *ep, int code)
+{
+	assert_int_equal(expect_dropped(w, fd), code);
+	assert_int_equal(tcp_stats(w).protocol_errors, w->perr_mark + 1);
+	if (ep) {
+		assert_int_equal(ferry_ep_status(ep), code);
+		ferry_ep_close(ep);
+	}
+	check_serves(w, w->port);
+}
+
+/* ------------------------------------------------------------------ proto unit tests */
+
+static void proto_roundtrip(void **state)
+{
+	const struct ferryi_tcp_limits lim = {.max_frame = 1000, .eager_max = 100};
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferryi_tcp_hdr h, d;
+	struct ferryi_tcp_ext e, de;
+	char why[200];
+	(void)state;
+
+	for (unsigned t = 1; t < FERRYI_TCP_TYPE_MAX_; t++) {
+		struct ferryi_msg m = {.type = FERRYI_MSG_RTS, .flags = FERRYI_MSGF_COMPRESSED};
+
+		memset(&h, 0, sizeof(h));
+		memset(&e, 0, sizeof(e));
+		h.type = (uint8_t)t;
+		switch (t) {
+		case FERRYI_TCP_HELLO:
+		case FERRYI_TCP_HELLO_ACK:
+			e.info = (struct ferryi_peer_info){FERRYI_PROTO_VERSION, 3, 30000, 1000,
+							   1000, 100};
+			break;
+		case FERRYI_TCP_ERROR:
+			e.status = FERRY_EDRAINING;
+			break;
+		case FERRYI_TCP_MSG:
+			h.flags = ferryi_tcp_msg_flags(&m);
+			h.len = 100;
+			h.tag = 0x0123456789abcdefull;
+			h.aux = 0xfedcba9876543210ull;
+			break;
+		case FERRYI_TCP_WRITE:
+			h.len = 1000;
+			h.aux = 0x1122334455667788ull;
+			e.key = 0xa5a5a5a55a5a5a5aull;
+			e.offset = 0xffffffff00000001ull;
+			break;
+		case FERRYI_TCP_WRITE_ACK:
+		case FERRYI_TCP_READ_RESP:
+			h.aux = 42;
+			e.status = FERRY_EBADKEY;
+			break;
+		case FERRYI_TCP_READ_REQ:
+			h.aux = 43;
+			e.key = 7;
+			e.offset = 8;
+			e.length = 1000;
+			break;
+		}
+		uint32_t n = ferryi_tcp_encode(buf, &h, &e);
+		assert_int_equal(n, FERRYI_TCP_HDR_LEN + ferryi_tcp_ext_len(t));
+		assert_int_equal(ferryi_get_le16(buf), FERRYI_TCP_MAGIC);
+		assert_int_equal(ferryi_tcp_hdr_decode(buf, &lim, &d, why, sizeof(why)), 0);
+		assert_int_equal(d.type, t);
+		assert_int_equal(d.flags, h.flags);
+		assert_int_equal(d.len, h.len);
+		assert_int_equal(d.tag, h.tag);
+		assert_int_equal(d.aux, h.aux);
+		assert_int_equal(ferryi_tcp_ext_decode(t, buf + FERRYI_TCP_HDR_LEN, &lim, &de, why,
+						       sizeof(why)), 0);
+		assert_int_equal(de.key, e.key);
+		assert_int_equal(de.offset, e.offset);
+		assert_int_equal(de.length, e.length);
+		assert_int_equal(de.status, e.status);
+		assert_memory_equal(&de.info, &e.info, sizeof(e.info));
+		if (t == FERRYI_TCP_MSG) {
+			struct ferryi_msg back;
+
+			ferryi_tcp_msg_from_hdr(&d, &back);
+			assert_int_equal(back.type, m.type);
+			assert_int_equal(back.flags, m.flags);
+			assert_int_equal(back.tag, h.tag);
+			assert_int_equal(back.aux, h.aux);
+		}
+	}
+	/* The wire is little-endian whatever the host: check one header byte by byte. */
+	h = (struct ferryi_tcp_hdr){.type = FERRYI_TCP_WRITE, .len = 0x0102030405060708ull,
+				    .aux = 0x1112131415161718ull};
+	e = (struct ferryi_tcp_ext){.key = 0x2122232425262728ull, .offset = 1};
+	ferryi_tcp_encode(buf, &h, &e);
+	static const uint8_t want[48] = {
+		0x27, 0xfe, FERRYI_PROTO_VERSION, FERRYI_TCP_WRITE, 0, 0, 0, 0,
+		8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+		0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11,
+		0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21,
+		1, 0, 0, 0, 0, 0, 0, 0,
+	};
+	assert_memory_equal(buf, want, sizeof(want));
+}
+
+/* Encodes a header, lets `mut` spoil it, and returns what the decoder says. */
+static int hdr_verdict(uint8_t type, uint32_t flags, uint64_t len, uint64_t tag, uint64_t aux,
+		       void (*mut)(uint8_t *))
+{
+	const struct ferryi_tcp_limits lim = {.max_frame = 1000, .eager_max = 100};
+	struct ferryi_tcp_hdr h = {.type = type, .flags = flags, .len = len, .tag = tag,
+				   .aux = aux};
+	struct ferryi_tcp_ext e = {.status = FERRY_EIO};
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	char why[200] = "";
+
+	ferryi_tcp_encode(buf, &h, &e);
+	if (mut)
+		mut(buf);
+	int rc = ferryi_tcp_hdr_decode(buf, &lim, &h, why, sizeof(why));
+	if (rc)
+		assert_true(why[0] != '\0'); /* every refusal explains itself */
+	return rc;
+}
+
+static void spoil_magic(uint8_t *b) { b[0] ^= 0xff; }
+static void spoil_version(uint8_t *b) { b[2] = FERRYI_PROTO_VERSION + 1; }
+static void spoil_type0(uint8_t *b) { b[3] = 0; }
+static void spoil_type_high(uint8_t *b) { b[3] = FERRYI_TCP_TYPE_MAX_; }
+static void spoil_type_ff(uint8_t *b) { b[3] = 0xff; }
+
+static void proto_hdr_rejects(void **state)
+{
+	const uint32_t eager = FERRYI_MSG_EAGER;
+	(void)state;
+
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager, 100, 1, 2, NULL), 0);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager, 0, 0, 0, spoil_magic), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager, 0, 0, 0, spoil_version),
+			 FERRY_EVERSION);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager, 0, 0, 0, spoil_type0), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager, 0, 0, 0, spoil_type_high),
+			 FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager, 0, 0, 0, spoil_type_ff), FERRY_EPROTO);
+	/* lengths: MSG above eager_max, anything above max_frame, control with payload */
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager, 101, 0, 0, NULL), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager, UINT64_MAX, 0, 0, NULL), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_WRITE, 0, 1000, 0, 5, NULL), 0);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_WRITE, 0, 1001, 0, 5, NULL), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_READ_RESP, 0, 1001, 0, 5, NULL), FERRY_EPROTO);
+	for (uint8_t t = 1; t < FERRYI_TCP_TYPE_MAX_; t++)
+		if (t != FERRYI_TCP_MSG && t != FERRYI_TCP_WRITE && t != FERRYI_TCP_READ_RESP)
+			assert_int_equal(hdr_verdict(t, 0, 1, 0, 0, NULL), FERRY_EPROTO);
+	/* MSG flags: core message type range, unknown flag bits, high bits */
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, 0, 0, 0, 0, NULL), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, FERRYI_MSG_MAX_, 0, 0, 0, NULL), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager | (0x80u << 8), 0, 0, 0, NULL),
+			 FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager | (1u << 16), 0, 0, 0, NULL),
+			 FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_MSG, eager | (FERRYI_MSGF_COMPRESSED << 8), 0, 0,
+				     0, NULL), 0);
+	/* unused fields of other frames must be zero */
+	assert_int_equal(hdr_verdict(FERRYI_TCP_WRITE_ACK, 1, 0, 0, 5, NULL), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_WRITE_ACK, 0, 0, 1, 5, NULL), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_HELLO, 0, 0, 0, 1, NULL), FERRY_EPROTO);
+	assert_int_equal(hdr_verdict(FERRYI_TCP_ERROR, 0, 0, 0, 1, NULL), FERRY_EPROTO);
+}
+
+static int ext_verdict(uint8_t type, const uint8_t *raw)
+{
+	const struct ferryi_tcp_limits lim = {.max_frame = 1000, .eager_max = 100};
+	struct ferryi_tcp_ext e;
+	char why[200] = "";
+	int rc = ferryi_tcp_ext_decode(type, raw, &lim, &e, why, sizeof(why));
+
+	if (rc)
+		assert_true(why[0] != '\0');
+	return rc;
+}
+
+static void proto_ext_rejects(void **state)
+{
+	uint8_t b[FERRYI_TCP_EXT_MAX];
+	(void)state;
+
+	/* HELLO: version, max_frame 0, eager above max_frame */
+	memset(b, 0, sizeof(b));
+	ferryi_put_le32(b, FERRYI_PROTO_VERSION);
+	ferryi_put_le64(b + 16, 1000);
+	ferryi_put_le64(b + 24, 1000);
+	assert_int_equal(ext_verdict(FERRYI_TCP_HELLO, b), 0);
+	ferryi_put_le32(b, FERRYI_PROTO_VERSION + 1);
+	assert_int_equal(ext_verdict(FERRYI_TCP_HELLO, b), FERRY_EVERSION);
+	assert_int_equal(ext_verdict(FERRYI_TCP_HELLO_ACK, b), FERRY_EVERSION);
+	ferryi_put_le32(b, FERRYI_PROTO_VERSION);
+	ferryi_put_le64(b + 24, 1001);
+	assert_int_equal(ext_verdict(FERRYI_TCP_HELLO, b), FERRY_EPROTO);
+	ferryi_put_le64(b + 16, 0);
+	ferryi_put_le64(b + 24, 0);
+	assert_int_equal(ext_verdict(FERRYI_TCP_HELLO_ACK, b), FERRY_EPROTO);
+
+	/* statuses: known codes only, ERROR never 0, reserved zero */
+	memset(b, 0, sizeof(b));
+	assert_int_equal(ext_verdict(FERRYI_TCP_WRITE_ACK, b), 0);
+	assert_int_equal(ext_verdict(FERRYI_TCP_READ_RESP, b), 0);
+	assert_int_equal(ext_verdict(FERRYI_TCP_ERROR, b), FERRY_EPROTO);
+	ferryi_put_le32(b, (uint32_t)FERRY_ERANGE);
+	assert_int_equal(ext_verdict(FERRYI_TCP_WRITE_ACK, b), 0);
+	assert_int_equal(ext_verdict(FERRYI_TCP_ERROR, b), 0);
+	ferryi_put_le32(b + 4, 1);
+	assert_int_equal(ext_verdict(FERRYI_TCP_WRITE_ACK, b), FERRY_EPROTO);
+	ferryi_put_le32(b + 4, 0);
+	ferryi_put_le32(b, 5); /* positive: not a status */
+	assert_int_equal(ext_verdict(FERRYI_TCP_READ_RESP, b), FERRY_EPROTO);
+	ferryi_put_le32(b, (uint32_t)-999);
+	assert_int_equal(ext_verdict(FERRYI_TCP_WRITE_ACK, b), FERRY_EPROTO);
+	ferryi_put_le32(b, (uint32_t)INT32_MIN);
+	assert_int_equal(ext_verdict(FERRYI_TCP_ERROR, b), FERRY_EPROTO);
+
+	/* READ_REQ: length within max_frame; WRITE: any key and offset */
+	memset(b, 0xff, sizeof(b));
+	assert_int_equal(ext_verdict(FERRYI_TCP_WRITE, b), 0);
+	ferryi_put_le64(b + 16, 1001);
+	assert_int_equal(ext_verdict(FERRYI_TCP_READ_REQ, b), FERRY_EPROTO);
+	ferryi_put_le64(b + 16, 1000);
+	assert_int_equal(ext_verdict(FERRYI_TCP_READ_REQ, b), 0);
+
+	assert_true(ferryi_tcp_status_known(0));
+	assert_true(ferryi_tcp_status_known(FERRY_EDRAINING));
+	assert_true(ferryi_tcp_status_known(FERRY_ECONNRESET));
+	assert_false(ferryi_tcp_status_known(-1000));
+	assert_false(ferryi_tcp_status_known(1));
+}
+
+/* ------------------------------------------------------------------ wire cases */
+
+static void bad_magic(void **state)
+{
+	struct wire *w = *state;
+	int fd = raw_connect(w, w->port);
+	char junk[64];
+
+	memset(junk, 0, sizeof(junk));
+	snprintf(junk, sizeof(junk), "GET / HTTP/1.1\r\nHost: ferry\r\n\r\n");
+	raw_send(fd, junk, sizeof(junk));
+	expect_proto_drop(w, fd, NULL, FERRY_EPROTO);
+}
+
+static void wrong_version(void **state)
+{
+	struct wire *w = *state;
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_HELLO};
+	struct ferryi_tcp_ext e = {.info = {.version = FERRYI_PROTO_VERSION, .max_frame = 1,
+					    .eager_max = 1}};
+	uint32_t n = ferryi_tcp_encode(buf, &h, &e);
+
+	/* A newer peer: the frame header says so. */
+	int fd = raw_connect(w, w->port);
+	buf[2] = FERRYI_PROTO_VERSION + 1;
+	raw_send(fd, buf, n);
+	expect_proto_drop(w, fd, NULL, FERRY_EVERSION);
+
+	/* A v1 frame whose HELLO advertises another protocol version. */
+	fd = raw_connect(w, w->port);
+	e.info.version = FERRYI_PROTO_VERSION + 1;
+	n = ferryi_tcp_encode(buf, &h, &e);
+	raw_send(fd, buf, n);
+	expect_proto_drop(w, fd, NULL, FERRY_EVERSION);
+}
+
+static void truncated_header(void **state)
+{
+	struct wire *w = *state;
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_HELLO};
+	struct ferryi_tcp_ext e = {.info = {.version = FERRYI_PROTO_VERSION, .max_frame = 1}};
+	uint64_t failed = tcp_stats(w).eps_failed;
+
+	ferryi_tcp_encode(buf, &h, &e);
+	/* Before the handshake: 10 bytes of a header, then the peer hangs up. */
+	int fd = raw_connect(w, w->port);
+	raw_send(fd, buf, 10);
+	for (int i = 0; i < 20; i++)
+		ferry_progress(w->ctx);
+	close(fd);
+
+	/* After the handshake: half a MSG header, then hang up. */
+	fd = raw_connect(w, w->port);
+	struct ferry_ep *ep = raw_hello(w, fd);
+	struct ferryi_tcp_hdr m = {.type = FERRYI_TCP_MSG, .flags = FERRYI_MSG_EAGER, .len = 1};
+	ferryi_tcp_encode(buf, &m, NULL);
+	raw_send(fd, buf, 17);
+	close(fd);
+	uint64_t deadline = now_ms() + WAIT_MS;
+	while (ferry_ep_status(ep) == 0 && now_ms() < deadline) {
+		ferry_progress(w->ctx);
+		usleep(1000);
+	}
+	assert_int_equal(ferry_ep_status(ep), FERRY_ECONNRESET);
+	ferry_ep_close(ep);
+	check_serves(w, w->port);
+	(void)failed;
+}
+
+static void oversized_length(void **state)
+{
+	struct wire *w = *state;
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_MSG, .flags = FERRYI_MSG_EAGER};
+	struct ferryi_tcp_ext e = {.key = 1};
+	int fd;
+
+	/* MSG above the eager_max we advertised (the payload never needs to follow). */
+	fd = raw_connect(w, w->port);
+	struct ferry_ep *ep = raw_hello(w, fd);
+	h.len = EAGER_MAX + 1;
+	send_frame(fd, &h, NULL, NULL, 0);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+
+	/* MSG with a 2^63 length. */
+	fd = raw_connect(w, w->port);
+	ep = raw_hello(w, fd);
+	h.len = 1ull << 63;
+	send_frame(fd, &h, NULL, NULL, 0);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+
+	/* WRITE above max_frame. */
+	fd = raw_connect(w, w->port);
+	ep = raw_hello(w, fd);
+	h = (struct ferryi_tcp_hdr){.type = FERRYI_TCP_WRITE, .len = MAX_FRAME + 1ull, .aux = 1};
+	send_frame(fd, &h, &e, NULL, 0);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+
+	/* READ_REQ asking for more than max_frame. */
+	fd = raw_connect(w, w->port);
+	ep = raw_hello(w, fd);
+	h = (struct ferryi_tcp_hdr){.type = FERRYI_TCP_READ_REQ, .aux = 1};
+	e.length = MAX_FRAME + 1ull;
+	send_frame(fd, &h, &e, NULL, 0);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+
+	/* A control frame with a payload, before the handshake. */
+	fd = raw_connect(w, w->port);
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferryi_tcp_hdr hh = {.type = FERRYI_TCP_HELLO};
+	struct ferryi_tcp_ext he = {.info = {.version = FERRYI_PROTO_VERSION, .max_frame = 1}};
+	uint32_t n = ferryi_tcp_encode(buf, &hh, &he);
+	ferryi_put_le64(buf + 8, 5);
+	raw_send(fd, buf, n);
+	raw_send(fd, "12345", 5);
+	expect_proto_drop(w, fd, NULL, FERRY_EPROTO);
+}
+
+static void unknown_type(void **state)
+{
+	struct wire *w = *state;
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_WRITE_ACK, .aux = 1};
+	struct ferryi_tcp_ext e = {.status = 0};
+
+	int fd = raw_connect(w, w->port);
+	struct ferry_ep *ep = raw_hello(w, fd);
+	uint32_t n = ferryi_tcp_encode(buf, &h, &e);
+	buf[3] = FERRYI_TCP_TYPE_MAX_;
+	raw_send(fd, buf, n);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+
+	/* Before the handshake too, and a core message type nobody knows. */
+	fd = raw_connect(w, w->port);
+	buf[3] = 0;
+	raw_send(fd, buf, n);
+	expect_proto_drop(w, fd, NULL, FERRY_EPROTO);
+
+	fd = raw_connect(w, w->port);
+	ep = raw_hello(w, fd);
+	struct ferryi_tcp_hdr m = {.type = FERRYI_TCP_MSG, .flags = 200};
+	send_frame(fd, &m, NULL, NULL, 0);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+}
+
+static void msg_before_hello(void **state)
+{
+	struct wire *w = *state;
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_MSG, .flags = FERRYI_MSG_EAGER, .len = 4,
+				   .tag = 1};
+	int fd = raw_connect(w, w->port);
+
+	send_frame(fd, &h, NULL, "evil", 4);
+	expect_proto_drop(w, fd, NULL, FERRY_EPROTO);
+
+	/* A one-sided request before the handshake is no better. */
+	struct ferryi_tcp_hdr r = {.type = FERRYI_TCP_READ_REQ, .aux = 1};
+	struct ferryi_tcp_ext e = {.key = 1, .length = 8};
+	fd = raw_connect(w, w->port);
+	send_frame(fd, &r, &e, NULL, 0);
+	expect_proto_drop(w, fd, NULL, FERRY_EPROTO);
+
+	/* Nor is a second HELLO after it. */
+	fd = raw_connect(w, w->port);
+	struct ferry_ep *ep = raw_hello(w, fd);
+	send_hello(fd);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+}
+
+static int write_status(struct wire *w, int fd, uint64_t opid, uint64_t key, uint64_t off,
+			const void *data, size_t len)
+{
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_WRITE, .len = len, .aux = opid};
+	struct ferryi_tcp_ext e = {.key = key, .offset = off};
+	struct frame f;
+
+	send_frame(fd, &h, &e, data, len);
+	assert_int_equal(read_frame(w, fd, &f, WAIT_MS), 0);
+	assert_int_equal(f.h.type, FERRYI_TCP_WRITE_ACK);
+	assert_int_equal(f.h.aux, opid);
+	return f.e.status;
+}
+
+static int read_status(struct wire *w, int fd, uint64_t opid, uint64_t key, uint64_t off,
+		       uint64_t len, struct frame *f)
+{
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_READ_REQ, .aux = opid};
+	struct ferryi_tcp_ext e = {.key = key, .offset = off, .length = len};
+
+	send_frame(fd, &h, &e, NULL, 0);
+	assert_int_equal(read_frame(w, fd, f, WAIT_MS), 0);
+	assert_int_equal(f->h.type, FERRYI_TCP_READ_RESP);
+	assert_int_equal(f->h.aux, opid);
+	assert_int_equal(f->h.len, f->e.status == 0 ? len : 0);
+	return f->e.status;
+}
+
+static void rma_refused(void **state)
+{
+	struct wire *w = *state;
+	uint8_t *rw = malloc(4096), *ro = malloc(4096), data[256], expect[4096];
+	struct ferry_mr *mr_rw, *mr_ro;
+	struct frame f;
+
+	memset(rw, 0xaa, 4096);
+	memset(ro, 0xbb, 4096);
+	memset(data, 0x55, sizeof(data));
+	assert_int_equal(ferry_mr_reg(w->ctx, rw, 4096,
+				      FERRY_ACCESS_REMOTE_WRITE | FERRY_ACCESS_REMOTE_READ, &mr_rw),
+			 0);
+	assert_int_equal(ferry_mr_reg(w->ctx, ro, 4096, FERRY_ACCESS_REMOTE_READ, &mr_ro), 0);
+	/* The key the peer would find in the rkey blob. */
+	uint8_t blob[FERRY_RKEY_MAX];
+	size_t blen = sizeof(blob);
+	struct ferry_rkey hdr;
+	size_t klen = 0;
+	assert_int_equal(ferry_mr_pack(mr_rw, blob, &blen), 0);
+	assert_int_equal(ferryi_rkey_decode(blob, blen, &hdr), 0);
+	const void *kb = ferryi_rkey_key(&hdr, FERRYI_PROV_TCP, &klen);
+	assert_non_null(kb);
+	assert_int_equal(klen, 8);
+	uint64_t key_rw = ferryi_get_le64(kb), key_ro = mr_ro->key;
+	assert_int_equal(key_rw, mr_rw->key);
+
+	int fd = raw_connect(w, w->port);
+	struct ferry_ep *ep = raw_hello(w, fd);
+	uint64_t refusals = tcp_stats(w).rkey_refusals;
+
+	assert_int_equal(write_status(w, fd, 0x1111, key_rw ^ 1, 0, data, 64), FERRY_EBADKEY);
+	assert_int_equal(write_status(w, fd, 0x2222, key_rw, 4090, data, 64), FERRY_ERANGE);
+	assert_int_equal(write_status(w, fd, 0x2223, key_rw, UINT64_MAX - 10, data, 64),
+			 FERRY_ERANGE);
+	assert_int_equal(write_status(w, fd, 0x2224, key_rw, 4097, data, 0), FERRY_ERANGE);
+	assert_int_equal(write_status(w, fd, 0x3333, key_ro, 0, data, 64), FERRY_EACCES);
+	memset(expect, 0xaa, sizeof(expect));
+	assert_memory_equal(rw, expect, 4096);
+	memset(expect, 0xbb, sizeof(expect));
+	assert_memory_equal(ro, expect, 4096);
+
+	assert_int_equal(read_status(w, fd, 0x4444, key_rw ^ 1, 0, 8, &f), FERRY_EBADKEY);
+	assert_int_equal(read_status(w, fd, 0x4445, key_rw, 4000, 200, &f), FERRY_ERANGE);
+	assert_int_equal(read_status(w, fd, 0x4446, key_ro + 1, 0, 8, &f), FERRY_EBADKEY);
+	assert_int_equal(tcp_stats(w).rkey_refusals, refusals + 8);
+
+	/* Refusals are answers, not protocol errors: the connection still works. */
+	assert_int_equal(write_status(w, fd, 0x5555, key_rw, 100, data, 200), 0);
+	memset(expect, 0xaa, sizeof(expect));
+	memset(expect + 100, 0x55, 200);
+	assert_memory_equal(rw, expect, 4096);
+	assert_int_equal(read_status(w, fd, 0x6666, key_rw, 96, 256, &f), 0);
+	assert_memory_equal(f.payload, expect + 96, 256);
+	assert_int_equal(read_status(w, fd, 0x6667, key_ro, 4000, 96, &f), 0);
+	assert_memory_equal(f.payload, ro, 96);
+	assert_int_equal(ferry_ep_status(ep), 0);
+	assert_int_equal(tcp_stats(w).protocol_errors, 0);
+
+	/* A deregistered region is refused like an unknown one. */
+	assert_int_equal(ferry_mr_dereg(mr_rw), 0);
+	assert_int_equal(write_status(w, fd, 0x7777, key_rw, 0, data, 64), FERRY_EBADKEY);
+	assert_memory_equal(rw, expect, 4096);
+
+	ferry_ep_close(ep);
+	expect_dropped(w, fd);
+	assert_int_equal(ferry_mr_dereg(mr_ro), 0);
+	free(rw);
+	free(ro);
+	check_serves(w, w->port);
+}
+
+static void unknown_op_id(void **state)
+{
+	struct wire *w = *state;
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_READ_RESP, .aux = 0xdeadbeef00000001ull};
+	struct ferryi_tcp_ext e = {.status = 0};
+
+	int fd = raw_connect(w, w->port);
+	struct ferry_ep *ep = raw_hello(w, fd);
+	send_frame(fd, &h, &e, NULL, 0);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+
+	/* A READ_RESP with data for nobody. */
+	fd = raw_connect(w, w->port);
+	ep = raw_hello(w, fd);
+	h.len = 4;
+	send_frame(fd, &h, &e, "data", 4);
+	expect_proto_drop(w, fd, ep, FERRY_EPROTO);
+
+	/* A WRITE_ACK naming the id of a live op of another kind: a posted receive. */
+	fd = raw_connect(w, w->port);
+	ep = raw_hello(w, fd);
+	char buf[8];
+	assert_int_equal(ferry_recv(ep, buf, sizeof(buf), 0, 0, NULL, NULL), 0);
+	struct ferryi_op *recv = NULL;
+	ferryi_ctx_lock(w->ctx);
+	struct ferryi_list_node *n = ferryi_list_first(&ep->recvs);
+	if (n)
+		recv = ferryi_container_of(n, struct ferryi_op, qlink);
+	uint64_t id = recv ? ferryi_op_id(recv) : 0;
+	ferryi_ctx_unlock(w->ctx);
+	assert_non_null(recv);
+	struct ferryi_tcp_hdr a = {.type = FERRYI_TCP_WRITE_ACK, .aux = id};
+	send_frame(fd, &a, &e, NULL, 0);
+	assert_int_equal(expect_dropped(w, fd), FERRY_EPROTO);
+	struct ferry_completion c;
+	assert_int_equal(wait_completion(w, &c), FERRY_EPROTO); /* the receive fails once */
+	assert_int_equal(c.type, FERRY_OP_RECV);
+	assert_int_equal(ferry_ep_status(ep), FERRY_EPROTO);
+	assert_int_equal(tcp_stats(w).protocol_errors, w->perr_mark + 1);
+	ferry_ep_close(ep);
+	check_serves(w, w->port);
+}
+
+static void silent_peer(void **state)
+{
+	struct wire *w = *state;
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_HELLO};
+	struct ferryi_tcp_ext e = {.info = {.version = FERRYI_PROTO_VERSION, .max_frame = 1}};
+
+	/* Connects and says nothing. */
+	uint64_t t0 = now_ms();
+	int fd = raw_connect(w, w->port);
+	int st = expect_dropped(w, fd);
+	uint64_t took = now_ms() - t0;
+	assert_true(took >= HS_TIMEOUT_MS - 50);
+	assert_true(st == 0 || st == FERRY_ETIMEDOUT);
+
+	/* Sends half a HELLO and stalls. */
+	uint32_t n = ferryi_tcp_encode(buf, &h, &e);
+	t0 = now_ms();
+	fd = raw_connect(w, w->port);
+	raw_send(fd, buf, n / 2);
+	st = expect_dropped(w, fd);
+	assert_true(now_ms() - t0 >= HS_TIMEOUT_MS - 50);
+	assert_true(st == 0 || st == FERRY_ETIMEDOUT);
+	assert_int_equal(tcp_stats(w).protocol_errors, 0);
+	check_serves(w, w->port);
+}
+
+/* Frames that arrive one byte at a time are assembled, not misread. */
+static void fragmented(void **state)
+{
+	struct wire *w = *state;
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX + 64];
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_HELLO};
+	struct ferryi_tcp_ext e = {.info = {.version = FERRYI_PROTO_VERSION,
+					    .max_frame = 1ull << 40, .eager_max = 65536}};
+	struct ferry_ep *ep = NULL;
+	struct ferry_completion c;
+	char got[64] = "";
+	int fd = raw_connect(w, w->port);
+	uint32_t n = ferryi_tcp_encode(buf, &h, &e);
+
+	for (uint32_t i = 0; i < n; i++) {
+		raw_send(fd, buf + i, 1);
+		ferry_progress(w->ctx);
+		usleep(200);
+	}
+	assert_int_equal(ferry_listener_accept(w->l, &ep, WAIT_MS), 0);
+	struct frame f;
+	assert_int_equal(read_frame(w, fd, &f, WAIT_MS), 0);
+	assert_int_equal(f.h.type, FERRYI_TCP_HELLO_ACK);
+
+	struct ferryi_tcp_hdr m = {.type = FERRYI_TCP_MSG, .flags = FERRYI_MSG_EAGER, .len = 40,
+				   .tag = 5};
+	n = ferryi_tcp_encode(buf, &m, NULL);
+	memcpy(buf + n, "0123456789012345678901234567890123456789", 40);
+	assert_int_equal(ferry_recv(ep, got, sizeof(got), 5, ~0ull, NULL, NULL), 0);
+	for (uint32_t i = 0; i < n + 40; i++) {
+		raw_send(fd, buf + i, 1);
+		ferry_progress(w->ctx);
+	}
+	assert_int_equal(wait_completion(w, &c), 0);
+	assert_int_equal(c.len, 40);
+	assert_memory_equal(got, buf + n, 40);
+	ferry_ep_close(ep);
+	expect_dropped(w, fd);
+	check_serves(w, w->port);
+}
+
+struct accept_arg {
+	struct ferry_listener *l;
+	struct ferry_ep *ep;
+	int rc;
+};
+
+static void *accept_thread(void *p)
+{
+	struct accept_arg *a = p;
+
+	a->rc = ferry_listener_accept(a->l, &a->ep, WAIT_MS);
+	return NULL;
+}
+
+static struct ferry_ctx *client_ctx(void)
+{
+	struct ferry_ctx *cli;
+	struct ferry_config cfg;
+
+	ferry_config_init(&cfg);
+	cfg.providers = "tcp";
+	cfg.log_level = FERRY_LOG_ERROR;
+	cfg.reconnect_attempts = 1;
+	cfg.probe_interval_ms = 0;
+	assert_int_equal(ferry_ctx_create(&cfg, &cli), 0);
+	return cli;
+}
+
+/* Several listeners on several ports serve at once, raw clients and ferry clients. */
+static void two_listeners(void **state)
+{
+	struct wire *w = *state;
+	struct ferry_listener *l1 = w->l, *l2;
+	struct ferry_connect_attr ca = {.flags = FERRY_CONNECT_PRIVATE, .timeout_ms = WAIT_MS};
+	struct accept_arg a = {0};
+	struct ferry_completion c;
+	struct ferry_ep *cep = NULL;
+	char addr[256], got[8] = "";
+	size_t len = sizeof(addr);
+	pthread_t t;
+
+	assert_int_equal(ferry_listen(w->ctx, "tcp://127.0.0.1:0", NULL, &l2), 0);
+	uint16_t port2 = listener_port(l2);
+	assert_int_not_equal(port2, w->port);
+	check_serves(w, w->port);
+	w->l = l2;
+	check_serves(w, port2);
+	w->l = l1;
+
+	/* A ferry client (its own context) to the second listener; ferry_connect drives
+	 * only the client, so the server accepts on a thread. */
+	struct ferry_ctx *cli = client_ctx();
+	assert_int_equal(ferry_listener_addr(l2, addr, &len), 0);
+	a.l = l2;
+	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
+	int rc = ferry_connect(cli, addr, &ca, &cep);
+	pthread_join(t, NULL);
+	assert_int_equal(rc, 0);
+	assert_int_equal(a.rc, 0);
+	assert_int_equal(ferry_recv(a.ep, got, sizeof(got), 3, ~0ull, NULL, NULL), 0);
+	assert_int_equal(ferry_send(cep, "hi", 2, 3, NULL, NULL), 0);
+	assert_int_equal(wait_completion(w, &c), 0);
+	assert_int_equal(c.len, 2);
+	assert_memory_equal(got, "hi", 2);
+	assert_int_equal(ferry_cq_wait(ferry_ctx_cq(cli), &c, 1, WAIT_MS), 1);
+	assert_int_equal(c.status, 0);
+	ferry_ep_close(cep);
+	ferry_ep_close(a.ep);
+	ferry_ctx_destroy(cli);
+	ferry_listener_close(l2);
+	check_serves(w, w->port);
+}
+
+/* A raw server for the client side: reads the HELLO, answers as told. */
+enum { SRV_ERROR_DRAINING, SRV_ACK_BAD_VERSION, SRV_ACK_BAD_MAGIC, SRV_ACK_TRUNCATED };
+
+struct raw_srv {
+	int lfd;
+	uint16_t port;
+	int mode;
+	bool hello_ok;
+	uint64_t hello_max_frame;
+};
+
+static void *raw_srv_thread(void *p)
+{
+	struct raw_srv *s = p;
+	const struct ferryi_tcp_limits lim = {.max_frame = UINT64_MAX, .eager_max = UINT64_MAX};
+	struct timeval tv = {.tv_sec = 3};
+	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferryi_tcp_hdr h;
+	struct ferryi_tcp_ext e;
+	size_t got = 0;
+	int fd = accept(s->lfd, NULL, NULL);
+
+	if (fd < 0)
+		return NULL;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (got < 64) {
+		ssize_t n = recv(fd, buf + got, 64 - got, 0);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	s->hello_ok = got == 64 && ferryi_tcp_hdr_decode(buf, &lim, &h, NULL, 0) == 0 &&
+		      h.type == FERRYI_TCP_HELLO &&
+		      ferryi_tcp_ext_decode(h.type, buf + 32, &lim, &e, NULL, 0) == 0;
+	s->hello_max_frame = e.info.max_frame;
+
+	memset(&h, 0, sizeof(h));
+	memset(&e, 0, sizeof(e));
+	h.type = FERRYI_TCP_HELLO_ACK;
+	e.info = (struct ferryi_peer_info){.version = FERRYI_PROTO_VERSION, .max_frame = 1 << 20,
+					   .eager_max = 4096};
+	if (s->mode == SRV_ERROR_DRAINING) {
+		h.type = FERRYI_TCP_ERROR;
+		e.status = FERRY_EDRAINING;
+	} else if (s->mode == SRV_ACK_BAD_VERSION) {
+		e.info.version = FERRYI_PROTO_VERSION + 1;
+	}
+	uint32_t n = ferryi_tcp_encode(buf, &h, &e);
+	if (s->mode == SRV_ACK_BAD_MAGIC)
+		buf[1] = 0;
+	if (s->mode == SRV_ACK_TRUNCATED)
+		n = 40;
+	send(fd, buf, n, MSG_NOSIGNAL);
+	if (s->mode == SRV_ACK_TRUNCATED)
+		shutdown(fd, SHUT_WR);
+	while (recv(fd, buf, sizeof(buf), 0) > 0) /* until the client hangs up */
+		;
+	close(fd);
+	return NULL;
+}
+
+static int connect_to_raw_srv(struct ferry_ctx *cli, struct raw_srv *s)
+{
+	struct ferry_connect_attr ca = {.flags = FERRY_CONNECT_PRIVATE, .timeout_ms = WAIT_MS};
+	struct ferry_ep *ep = NULL;
+	char uri[64];
+	pthread_t t;
+
+	snprintf(uri, sizeof(uri), "tcp://127.0.0.1:%u", s->port);
+	assert_int_equal(pthread_create(&t, NULL, raw_srv_thread, s), 0);
+	int rc = ferry_connect(cli, uri, &ca, &ep);
+	pthread_join(t, NULL);
+	assert_null(ep);
+	return rc;
+}
+
+/* The connecting side validates the answer to its HELLO like any other input. */
+static void client_side(void **state)
+{
+	struct ferry_ctx *cli = client_ctx();
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t slen = sizeof(sa);
+	struct raw_srv s = {0};
+	struct ferry_stats st;
+	struct ferry_connect_attr ca = {.flags = FERRY_CONNECT_PRIVATE, .timeout_ms = 500};
+	struct ferry_ep *ep = NULL;
+	char uri[64];
+	(void)state;
+
+	s.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(s.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(s.lfd, (struct sockaddr *)&sa, &slen), 0);
+	s.port = ntohs(sa.sin_port);
+
+	/* Nobody listens yet: refused. */
+	snprintf(uri, sizeof(uri), "tcp://127.0.0.1:%u", s.port);
+	assert_int_equal(ferry_connect(cli, uri, &ca, &ep), FERRY_ECONNREFUSED);
+	assert_int_equal(listen(s.lfd, 4), 0);
+
+	s.mode = SRV_ERROR_DRAINING;
+	assert_int_equal(connect_to_raw_srv(cli, &s), FERRY_EDRAINING);
+	assert_true(s.hello_ok);
+	assert_int_equal(s.hello_max_frame, ferry_ctx_config(cli)->max_frame);
+	s.mode = SRV_ACK_BAD_VERSION;
+	assert_int_equal(connect_to_raw_srv(cli, &s), FERRY_EVERSION);
+	s.mode = SRV_ACK_BAD_MAGIC;
+	assert_int_equal(connect_to_raw_srv(cli, &s), FERRY_EPROTO);
+	s.mode = SRV_ACK_TRUNCATED;
+	assert_int_equal(connect_to_raw_srv(cli, &s), FERRY_ECONNRESET);
+	assert_int_equal(ferry_stats_get(cli, "tcp", &st), 0);
+	assert_int_equal(st.protocol_errors, 2);
+	close(s.lfd);
+	ferry_ctx_destroy(cli);
+}
+
+/* ------------------------------------------------------------------ main */
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(proto_roundtrip),
+		cmocka_unit_test(proto_hdr_rejects),
+		cmocka_unit_test(proto_ext_rejects),
+		cmocka_unit_test_setup_teardown(bad_magic, setup, teardown),
+		cmocka_unit_test_setup_teardown(wrong_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(truncated_header, setup, teardown),
+		cmocka_unit_test_setup_teardown(oversized_length, setup, teardown),
+		cmocka_unit_test_setup_teardown(unknown_type, setup, teardown),
+		cmocka_unit_test_setup_teardown(msg_before_hello, setup, teardown),
+		cmocka_unit_test_setup_teardown(rma_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(unknown_op_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(silent_peer, setup, teardown),
+		cmocka_unit_test_setup_teardown(fragmented, setup, teardown),
+		cmocka_unit_test_setup_teardown(two_listeners, setup, teardown),
+		cmocka_unit_test(client_side),
+	};
+
+	if (argc > 1) {
+		bool known = false;
+
+		for (size_t i = 0; i < FERRYI_ARRAY_LEN(tests); i++)
+			known |= strcmp(tests[i].name, argv[1]) == 0;
+		if (!known) {
+			fprintf(stderr, "unknown case '%s'\n", argv[1]);
+			return 2;
+		}
+		cmocka_set_test_filter(argv[1]);
+	}
+	return cmocka_run_group_tests_name("tcp.wire", tests, NULL, NULL);
+}
