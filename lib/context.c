@@ -175,6 +175,7 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 	int n, events = 0;
 
 	ferryi_ctx_assert_locked(ctx);
+	ctx->last_progress_ns = ferryi_now_ns(ctx);
 	do {
 		n = epoll_wait(ctx->epfd, evs, (int)FERRYI_ARRAY_LEN(evs), 0);
 		for (int i = 0; i < n; i++) {
@@ -231,7 +232,13 @@ int ferry_ctx_fd(struct ferry_ctx *ctx)
 {
 	if (!ctx)
 		return FERRY_EINVAL;
-	atomic_store(&ctx->fd_exported, true);
+	if (!atomic_exchange(&ctx->fd_exported, true)) {
+		/* Level-triggered from the start: completions already waiting count too. */
+		ferryi_ctx_lock(ctx);
+		if (ferryi_cqs_nonempty(ctx))
+			ferryi_ctx_wake(ctx);
+		ferryi_ctx_unlock(ctx);
+	}
 	return ctx->epfd;
 }
 
@@ -305,13 +312,13 @@ void ferryi_local_info(const struct ferry_ctx *ctx, struct ferryi_peer_info *out
 	out->probe_interval_ms = ctx->cfg.probe_interval_ms;
 	out->max_frame = ctx->cfg.max_frame;
 	out->eager_max = ctx->cfg.eager_max;
+	out->rx_credit = ctx->cfg.unexpected_max;
 }
 
 uint64_t ferryi_ctx_random(struct ferry_ctx *ctx)
 {
 	if (ctx->rand_left == 0) {
-		for (unsigned i = 0; i < FERRYI_ARRAY_LEN(ctx->rand_pool); i++)
-			ctx->rand_pool[i] = ferryi_random64();
+		ferryi_random_fill(ctx->rand_pool, sizeof(ctx->rand_pool)); /* one syscall */
 		ctx->rand_left = FERRYI_ARRAY_LEN(ctx->rand_pool);
 	}
 	uint64_t v = ctx->rand_pool[--ctx->rand_left];

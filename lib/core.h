@@ -127,6 +127,7 @@ enum ferryi_msg_type {
 	FERRYI_MSG_PROBE,       /* health probe; aux = probe sequence                    */
 	FERRYI_MSG_PROBE_ACK,   /* answer; aux = probe sequence                          */
 	FERRYI_MSG_GOODBYE,     /* the peer closes or reaps; tag = reason (status)       */
+	FERRYI_MSG_CREDIT,      /* the receiver consumed eager bytes; aux = byte count   */
 	FERRYI_MSG_MAX_,
 };
 
@@ -150,7 +151,13 @@ struct ferryi_peer_info {
 	uint32_t probe_interval_ms;
 	uint64_t max_frame;         /* largest message / one-sided transfer accepted   */
 	uint64_t eager_max;         /* largest eager payload accepted                  */
+	uint64_t rx_credit;         /* eager bytes (each message charged
+				       FERRYI_EAGER_CHARGE + length) the peer may have
+				       outstanding unmatched; 0 = no limit advertised  */
 };
+
+/* What one eager message costs against the receiver's credit, besides its length. */
+#define FERRYI_EAGER_CHARGE 128
 
 enum ferryi_features {
 	FERRYI_FEAT_ZSTD = 1u << 0,
@@ -253,6 +260,9 @@ struct ferry_ep {
 	struct ferryi_list recvs;          /* posted receives, in order                */
 	struct ferryi_list unexpected;     /* struct ferryi_uxmsg, in arrival order    */
 	uint64_t unexpected_bytes;
+	uint64_t tx_credit;                /* eager bytes we may still send            */
+	uint64_t rx_credit_owed;           /* eager bytes consumed, not yet returned   */
+	struct ferryi_list credit_wait;    /* sends waiting for credit, in order       */
 	uint64_t last_rx_ns;               /* any traffic, for probes                  */
 	uint64_t last_use_ns;              /* user traffic, for idle reaping           */
 	struct ferryi_list_node idle_link; /* ctx->idle_lru, by last_use_ns            */

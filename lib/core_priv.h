@@ -102,7 +102,10 @@ struct ferry_ctx {
 	pthread_cond_t poller_cond;
 	pthread_t poller;
 	bool poller_on, poller_stop;
+	atomic_bool poller_stop_flag;      /* poller_stop, readable without the lock */
 	uint64_t poller_due_ns;            /* when the poller sleeps until             */
+	uint64_t last_progress_ns;         /* the last progress pass, by anyone        */
+	uint32_t op_gen;                   /* op id generations                        */
 	bool draining;
 
 	bool destroying;

@@ -70,6 +70,7 @@ struct ferry_ep *ferryi_ep_alloc(struct ferry_ctx *ctx, struct ferryi_prov_inst 
 	ferryi_list_init(&ep->ops);
 	ferryi_list_init(&ep->recvs);
 	ferryi_list_init(&ep->unexpected);
+	ferryi_list_init(&ep->credit_wait);
 	ferryi_node_init(&ep->pool_link);
 	ferryi_node_init(&ep->acceptq_link);
 	ferryi_node_init(&ep->idle_link);
@@ -144,6 +145,7 @@ void ferryi_ep_connected(struct ferry_ep *ep, const struct ferryi_peer_info *inf
 	ep->peer_info = *info;
 	if (ep->peer_info.eager_max < 64)
 		ep->peer_info.eager_max = 64;
+	ep->tx_credit = info->rx_credit ? info->rx_credit : UINT64_MAX;
 	ferryi_timer_cancel(ctx, &ep->connect_timer);
 	bool accepted = ep->state == FERRYI_EP_ACCEPTING;
 	ep->state = FERRYI_EP_CONNECTED;

@@ -41,8 +41,8 @@ static int op_slot_get(struct ferry_ctx *ctx, struct ferryi_op *op)
 		}
 		op->slot = ctx->nslots++;
 	}
-	static const uint32_t gen_mask = 0x7fffffffu;
-	op->gen = (uint32_t)(ferryi_ctx_random(ctx) & gen_mask) | 1u;
+	/* Ids are checked against their endpoint, never trusted: a counter suffices. */
+	op->gen = ++ctx->op_gen ? ctx->op_gen : ++ctx->op_gen;
 	ctx->slots[op->slot] = op;
 	return 0;
 }
@@ -296,6 +296,69 @@ static int op_hand_over(struct ferryi_op *op, int (*fn)(struct ferry_ep *, struc
 	return rc;
 }
 
+/* ------------------------------------------------------------------ eager flow control */
+
+/*
+ * Each side advertises how many eager bytes it buffers unmatched (FERRY_UNEXPECTED_MAX);
+ * a sender spends that credit on eager messages and waits, in order, when it runs out.
+ * The receiver returns credit as it consumes messages (matched or delivered from the
+ * unexpected queue), in batches of a quarter of its budget. So a fast sender never
+ * overruns a slow receiver, and the receiver's hard budget check only trips on a peer
+ * that ignores the protocol.
+ */
+static uint64_t eager_charge(uint64_t len)
+{
+	return FERRYI_EAGER_CHARGE + len;
+}
+
+/* Spends credit for op if it needs and finds it; rendezvous announces need none. */
+static bool credit_take(struct ferry_ep *ep, struct ferryi_op *op)
+{
+	if (op->msg.type != FERRYI_MSG_EAGER || ep->tx_credit == UINT64_MAX)
+		return true;
+	uint64_t charge = eager_charge(op->len);
+	if (charge > ep->tx_credit)
+		return false;
+	ep->tx_credit -= charge;
+	return true;
+}
+
+static void credit_drain(struct ferry_ep *ep)
+{
+	struct ferryi_list_node *n;
+	while (ep->state == FERRYI_EP_CONNECTED && (n = ferryi_list_first(&ep->credit_wait))) {
+		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, qlink);
+		if (!credit_take(ep, op))
+			return;
+		ferryi_list_remove(&op->qlink);
+		op->provider_owned = true;
+		int rc = ep->pi->prov->send(ep, op);
+		if (rc < 0) {
+			op->provider_owned = false;
+			ferryi_op_complete(op, rc);
+		}
+	}
+}
+
+static void credit_return(struct ferry_ep *ep, uint64_t len)
+{
+	uint64_t threshold = ep->ctx->cfg.unexpected_max / 4;
+	ep->rx_credit_owed += eager_charge(len);
+	if (ep->rx_credit_owed >= (threshold ? threshold : 1) &&
+	    ferryi_send_ctrl(ep, FERRYI_MSG_CREDIT, 0, ep->rx_credit_owed) == 0)
+		ep->rx_credit_owed = 0;
+}
+
+static void rx_credit(struct ferry_ep *ep, uint64_t bytes)
+{
+	if (ep->tx_credit == UINT64_MAX)
+		return;
+	/* Never more than the peer advertised: a confused peer cannot make us overrun it. */
+	uint64_t max = ep->peer_info.rx_credit;
+	ep->tx_credit = bytes >= max - ep->tx_credit ? max : ep->tx_credit + bytes;
+	credit_drain(ep);
+}
+
 /* ------------------------------------------------------------------ send */
 
 int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint64_t tag, void *user_ctx,
@@ -326,7 +389,8 @@ int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint64_t tag, v
 	op->flags = attr ? attr->flags : 0;
 	op->msg.tag = tag;
 	op->msg.aux = ferryi_op_id(op);
-	if (len <= ep_eager_max(ep)) {
+	if (len <= ep_eager_max(ep) &&
+	    (!ep->peer_info.rx_credit || eager_charge(len) <= ep->peer_info.rx_credit / 2)) {
 		op->msg.type = FERRYI_MSG_EAGER;
 		op->buf = (void *)buf;
 		op->len = len;
@@ -346,7 +410,13 @@ int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint64_t tag, v
 		op->len = 8 + pack_len;
 	}
 	uint64_t id = ferryi_op_id(op);
-	rc = op_hand_over(op, ep->pi->prov->send);
+	if (!ferryi_list_empty(&ep->credit_wait) || !credit_take(ep, op)) {
+		/* Flow control: wait, in order, until the receiver returns credit. */
+		ferryi_list_push_back(&ep->credit_wait, &op->qlink);
+		rc = 0;
+	} else {
+		rc = op_hand_over(op, ep->pi->prov->send);
+	}
 	if (rc == 0) {
 		ep->pi->stats.ops_posted++;
 		ferryi_ep_touch_use(ep);
@@ -452,8 +522,10 @@ static void ux_deliver(struct ferryi_op *recv, struct ferryi_uxmsg *ux)
 		status = FERRY_EMSGSIZE;
 	else if (ux->len)
 		memcpy(recv->buf, ux->data, ux->len);
+	uint64_t len = ux->len;
 	ux_free(ep, ux);
 	ferryi_op_complete(recv, status);
+	credit_return(ep, len);
 }
 
 int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag, uint64_t tag_mask,
@@ -571,7 +643,7 @@ int ferryi_rx_begin(struct ferry_ep *ep, const struct ferryi_msg *msg, uint64_t 
 				rx->dst = recv->buf;
 			return 0;
 		}
-		uint64_t charge = sizeof(struct ferryi_uxmsg) + len;
+		uint64_t charge = eager_charge(len); /* what the sender spent: see credit_take */
 		int rc = ux_budget(ep, charge);
 		if (rc < 0)
 			return rc;
@@ -598,6 +670,7 @@ int ferryi_rx_begin(struct ferry_ep *ep, const struct ferryi_msg *msg, uint64_t 
 	case FERRYI_MSG_PROBE:
 	case FERRYI_MSG_PROBE_ACK:
 	case FERRYI_MSG_GOODBYE:
+	case FERRYI_MSG_CREDIT:
 		if (len != 0)
 			goto bad_len;
 		rx->dst = rx->inline_buf;
@@ -698,6 +771,7 @@ void ferryi_rx_end(struct ferry_ep *ep, struct ferryi_rx *rx, int status)
 		if (rx->recv) {
 			rx->recv->receiving = false;
 			ferryi_op_complete(rx->recv, rx->status);
+			credit_return(ep, rx->len);
 		} else if (rx->ux) {
 			struct ferryi_uxmsg *ux = rx->ux;
 			ux->complete = true;
@@ -717,6 +791,9 @@ void ferryi_rx_end(struct ferry_ep *ep, struct ferryi_rx *rx, int status)
 		(void)ferryi_send_ctrl(ep, FERRYI_MSG_PROBE_ACK, 0, rx->msg.aux);
 		break;
 	case FERRYI_MSG_PROBE_ACK:
+		break;
+	case FERRYI_MSG_CREDIT:
+		rx_credit(ep, rx->msg.aux);
 		break;
 	case FERRYI_MSG_GOODBYE:
 		FERRYI_INFO(ep->ctx, "endpoint %s: peer closed the connection", ep->peer);
@@ -879,3 +956,6 @@ void ferryi_ops_fini(struct ferry_ctx *ctx)
 	ctx->free_slots = NULL;
 	ctx->nslots = ctx->slots_cap = ctx->nfree = 0;
 }
+
+_Static_assert(sizeof(struct ferryi_uxmsg) <= FERRYI_EAGER_CHARGE,
+	       "an unexpected message's bookkeeping must fit in what the sender is charged");

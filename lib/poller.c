@@ -155,7 +155,14 @@ static bool ctx_handshakes_pending(struct ferry_ctx *ctx)
 uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 {
 	uint64_t now = ferryi_now_ns(ctx), next = UINT64_MAX;
-	ferryi_progress_locked(ctx);
+	/*
+	 * Progress only for applications that are not progressing themselves: competing
+	 * for the lock with a busy-polling thread would only add latency.
+	 */
+	if (now - ctx->last_progress_ns >= ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS))
+		ferryi_progress_locked(ctx);
+	else
+		ferryi_timers_run(ctx);
 	reap_tick(ctx, now, &next);
 	probe_tick(ctx, now, &next);
 	ferryi_process_closes(ctx);
@@ -167,7 +174,10 @@ uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 	 * server thread blocked elsewhere, or client and server on one thread).
 	 */
 	if (!ferryi_list_empty(&ctx->listeners) || ctx_handshakes_pending(ctx)) {
-		uint64_t a = now + ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS);
+		/* While the application progresses itself, a slow tick is enough. */
+		bool app_active = now - ctx->last_progress_ns < ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS);
+		uint64_t a = now + ms_ns(app_active ? 10 * FERRYI_POLLER_ACCEPT_TICK_MS
+						    : FERRYI_POLLER_ACCEPT_TICK_MS);
 		if (a < next)
 			next = a;
 	}
@@ -180,36 +190,63 @@ uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 	return next;
 }
 
+/*
+ * The poller takes the context lock with trylock first: a failure means the
+ * application is driving the context right now, and a tick can wait a little rather
+ * than contend with a busy-polling thread (each contended hand-off costs a futex wake
+ * and a context switch on both sides). After a few failures it waits for the lock,
+ * so reaping and probes are late by at most ~100 ms, never starved.
+ */
+static void poller_lock(struct ferry_ctx *ctx)
+{
+	for (int tries = 0; tries < 5; tries++) {
+		if (pthread_mutex_trylock(&ctx->lock) == 0)
+			goto locked;
+		if (atomic_load(&ctx->poller_stop_flag))
+			break;
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	pthread_mutex_lock(&ctx->lock);
+locked:
+	ctx->lock_owner = pthread_self();
+	ctx->locked = true;
+}
+
 static void *poller_main(void *arg)
 {
 	struct ferry_ctx *ctx = arg;
-	ferryi_ctx_lock(ctx);
+	poller_lock(ctx);
 	while (!ctx->poller_stop) {
 		uint64_t next = ferryi_poller_tick(ctx);
-		if (ctx->poller_stop)
-			break;
-		/* Callbacks queued by the tick run unlocked, on this thread. */
-		ferryi_ctx_unlock(ctx);
-		ferryi_ctx_lock(ctx);
-		if (ctx->poller_stop)
-			break;
-		struct timespec ts;
-		uint64_t wait_ns = next == UINT64_MAX ? ms_ns(60000) : 0;
+		if (!ferryi_list_empty(&ctx->deferred)) {
+			/* Callbacks queued by the tick run unlocked, on this thread. */
+			ferryi_ctx_unlock(ctx);
+			poller_lock(ctx);
+			if (ctx->poller_stop)
+				break;
+		}
 		uint64_t now = ferryi_now_ns(ctx);
-		if (next != UINT64_MAX)
-			wait_ns = next > now ? next - now : 0;
+		uint64_t wait_ns = next == UINT64_MAX ? ms_ns(60000) : next > now ? next - now : 0;
 		if (wait_ns == 0)
 			continue;
+		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		uint64_t abs = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + wait_ns;
 		ts.tv_sec = (time_t)(abs / 1000000000ull);
 		ts.tv_nsec = (long)(abs % 1000000000ull);
 		ctx->locked = false;
 		ctx->poller_due_ns = next;
-		(void)pthread_cond_timedwait(&ctx->poller_cond, &ctx->lock, &ts);
+		int rc = pthread_cond_timedwait(&ctx->poller_cond, &ctx->lock, &ts);
 		ctx->poller_due_ns = 0;
 		ctx->lock_owner = pthread_self();
 		ctx->locked = true;
+		if (rc == ETIMEDOUT && !ctx->poller_stop) {
+			/* Woken by time, not by a kick: hand the lock back and retake it politely. */
+			ctx->locked = false;
+			pthread_mutex_unlock(&ctx->lock);
+			poller_lock(ctx);
+		}
 	}
 	ferryi_ctx_unlock(ctx);
 	return NULL;
@@ -237,6 +274,7 @@ void ferryi_poller_stop(struct ferry_ctx *ctx)
 {
 	if (!ctx->poller_on)
 		return;
+	atomic_store(&ctx->poller_stop_flag, true);
 	ferryi_ctx_lock(ctx);
 	ctx->poller_stop = true;
 	pthread_cond_signal(&ctx->poller_cond);

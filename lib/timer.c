@@ -2,7 +2,8 @@
  * timer.c - the context's deadline min-heap (connect, handshake, backoff and
  * per-operation deadlines). Ordered by (due, seq): seq keeps equal deadlines in
  * arming order. Due timers are taken off the heap before their callback runs, so a
- * callback may re-arm its own timer or cancel others. Cost per tick: O(due * log n).
+ * callback may re-arm its own timer (it runs on a later pass at the earliest, never in
+ * a loop within one pass) or cancel others. Cost per tick: O(due * log n).
  */
 #include "core_priv.h"
 
@@ -105,7 +106,9 @@ void ferryi_timers_run(struct ferry_ctx *ctx)
 	if (ctx->heap_len == 0)
 		return;
 	uint64_t now = ferryi_now_ns(ctx);
-	while (ctx->heap_len > 0 && ctx->heap[0]->due_ns <= now) {
+	/* Timers armed by this pass's callbacks wait for the next pass, even if due. */
+	uint64_t pass_seq = ctx->timer_seq;
+	while (ctx->heap_len > 0 && ctx->heap[0]->due_ns <= now && ctx->heap[0]->seq < pass_seq) {
 		struct ferryi_timer *t = ctx->heap[0];
 		ferryi_timer_cancel(ctx, t);
 		t->fn(t);

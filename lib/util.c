@@ -178,11 +178,9 @@ static void rand_fill_urandom(void *buf, size_t len)
 	close(fd);
 }
 
-uint64_t ferryi_random64(void)
+void ferryi_random_fill(void *buf, size_t len)
 {
-	uint64_t v;
-	unsigned char *p = (unsigned char *)&v;
-	size_t len = sizeof(v);
+	unsigned char *p = buf;
 
 	/*
 	 * Keys handed to peers must be unguessable, so there is no weak fallback: either
@@ -197,7 +195,7 @@ uint64_t ferryi_random64(void)
 			/* Kernels older than 3.17, or seccomp filters that deny the call. */
 			if (errno == ENOSYS || errno == EPERM) {
 				rand_fill_urandom(p, len);
-				return v;
+				return;
 			}
 			fprintf(stderr, "ferry: getrandom failed: %s\n", strerror(errno));
 			abort();
@@ -205,5 +203,11 @@ uint64_t ferryi_random64(void)
 		p += n;
 		len -= (size_t)n;
 	}
+}
+
+uint64_t ferryi_random64(void)
+{
+	uint64_t v;
+	ferryi_random_fill(&v, sizeof(v));
 	return v;
 }

@@ -122,6 +122,7 @@ uint64_t ferryi_hash_str(const char *s);
 
 /* 64 random bits from the kernel's CSPRNG (getrandom); never fails silently. */
 uint64_t ferryi_random64(void);
+void ferryi_random_fill(void *buf, size_t len);
 
 /* Little-endian stores/loads for wire formats. */
 static inline void ferryi_put_le16(uint8_t *p, uint16_t v)

@@ -123,8 +123,10 @@ int perf_oob_wait(struct perf_conn *pc, struct perf_oob_op *op)
 			if (PERF_CTX_IS_DATA(c[i].user_ctx)) {
 				if (c[i].status)
 					return perf_op_failed(&c[i], "data");
-				fprintf(stderr, "ferry_perf: unexpected %s completion on endpoint %u\n",
-					oob_op_name(c[i].type), PERF_CTX_EP(c[i].user_ctx));
+				fprintf(stderr, "ferry_perf: unexpected %s completion on endpoint %u"
+						" (tag 0x%" PRIx64 ", %" PRIu64 " bytes)\n",
+					oob_op_name(c[i].type), PERF_CTX_EP(c[i].user_ctx), c[i].tag,
+					c[i].len);
 				return FERRY_EPROTO;
 			}
 			rc = perf_oob_complete(&c[i]);

@@ -132,7 +132,7 @@ int perf_params_parse(int argc, char **argv, struct perf_params *p)
 	while ((c = getopt_long(argc, argv, "s:an:D:t:q:p:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			if (prm_u64(optarg, 1, 1ull << 32, "Size", &p->size))
+			if (prm_u64(optarg, 1, 1ull << 30, "Size", &p->size))
 				return -1;
 			size_set = 1;
 			break;
