@@ -120,6 +120,8 @@ void ferryi_ep_begin_close(struct ferry_ep *ep, int status, bool graceful,
 	ferryi_list_push_back(&ctx->closing, &ep->close_link);
 	if (was_connected)
 		ferryi_defer_event(ctx, ep, ev, status, detail);
+	if (atomic_load(&ctx->sleepers))
+		ferryi_ctx_wake(ctx);
 	(void)graceful;
 }
 
@@ -157,6 +159,9 @@ void ferryi_ep_connected(struct ferry_ep *ep, const struct ferryi_peer_info *inf
 		   (unsigned long long)info->max_frame);
 	ferryi_ep_track(ep);
 	ferryi_defer_event(ctx, ep, FERRY_EVENT_EP_CONNECTED, 0, ep->peer);
+	/* A connect may sleep in epoll while another thread (the poller) read the reply. */
+	if (atomic_load(&ctx->sleepers))
+		ferryi_ctx_wake(ctx);
 	if (accepted) {
 		ep->pi->stats.eps_accepted++;
 		ferryi_listener_ep_connected(ep);

@@ -192,8 +192,11 @@ struct ferry_config {
 	uint64_t max_frame;              /* FERRY_MAX_FRAME (1 TiB): largest message or
 					    one-sided transfer this side accepts         */
 	uint64_t unexpected_max;         /* FERRY_UNEXPECTED_MAX (64 MiB): bytes of unmatched
-					    eager messages buffered per endpoint; past it
-					    the endpoint fails with FERRY_ENOBUFS        */
+					    eager messages buffered per endpoint. Peers
+					    learn it at the handshake and hold their
+					    eager sends back (flow control) rather than
+					    exceed it; a peer that exceeds it anyway
+					    fails the endpoint with FERRY_ENOBUFS        */
 	enum ferry_compress compress;    /* FERRY_COMPRESS=off|on|auto (off)                */
 	int compress_level;              /* FERRY_COMPRESS_LEVEL (1)                        */
 	uint64_t compress_min;           /* FERRY_COMPRESS_MIN (16384) bytes before auto
@@ -356,9 +359,13 @@ FERRY_API int ferry_mr_reg(struct ferry_ctx *ctx, void *addr, size_t len,
 
 /**
  * Deregisters a region. Remote access through its rkeys stops at once: a later write
- * or read by a peer is refused with FERRY_EBADKEY, never served from this memory.
- * Local operations already posted on it finish normally (they hold the region).
- * @return 0, FERRY_EINVAL (NULL)
+ * or read by a peer is refused with FERRY_EBADKEY, never served from this memory. A
+ * peer's transfer already in progress on it is waited for (driving progress) up to
+ * FERRY_HANDSHAKE_TIMEOUT_MS; after that the endpoint carrying it is failed, so the
+ * call never blocks longer. Local operations already posted on it keep the region
+ * alive; on RDMA providers they may complete with an error. The handle is invalid
+ * afterwards.
+ * @return 0, FERRY_EINVAL (NULL, or deregistered already)
  */
 FERRY_API int ferry_mr_dereg(struct ferry_mr *mr);
 
@@ -533,7 +540,11 @@ FERRY_API int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint6
  * receive wait in the endpoint's unexpected queue (bounded by FERRY_UNEXPECTED_MAX).
  * Receives match in posting order. A message larger than len completes the receive
  * with FERRY_EMSGSIZE (len in the completion is the message's length) and the
- * message is dropped.
+ * message is dropped; the sender of a rendezvous-size message (above the eager limit)
+ * then completes with FERRY_EMSGSIZE too, an eager sender with 0.
+ * Flow control: a sender whose eager messages the receiver has not matched yet waits
+ * once it has FERRY_UNEXPECTED_MAX (the receiver's) outstanding; its sends complete
+ * when receives are posted here. Sends on one endpoint are delivered in order.
  */
 FERRY_API int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag,
 			 uint64_t tag_mask, void *user_ctx,
@@ -544,7 +555,10 @@ FERRY_API int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t ta
  * remote_offset. The peer's CPU posts nothing. The peer checks the key, the
  * FERRY_ACCESS_REMOTE_WRITE flag and the bounds before touching memory; a refusal
  * completes this operation with FERRY_EBADKEY, FERRY_EACCES or FERRY_ERANGE.
- * @param mr  a region containing buf, or NULL (ferry registers it as needed)
+ * Checked locally first against the rkey: an out-of-bounds range returns FERRY_ERANGE
+ * and a missing access flag FERRY_EACCES without posting anything.
+ * @param mr  a region containing buf (else FERRY_ERANGE), or NULL (ferry registers it
+ *            as needed)
  */
 FERRY_API int ferry_write(struct ferry_ep *ep, const void *buf, size_t len,
 			  struct ferry_mr *mr, const struct ferry_rkey *rkey,

@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include "conf_harness.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -352,6 +354,361 @@ static void test_listener_close_pending(void **state)
 	conf_close(c, ep);
 }
 
+/* Accepted endpoints go to the callback, not the queue; the callee owns a reference. */
+static _Atomic(struct ferry_ep *) acb_ep;
+static atomic_int acb_calls;
+
+static void accept_cb(struct ferry_listener *l, struct ferry_ep *ep, void *arg)
+{
+	(void)l;
+	(void)arg;
+	atomic_fetch_add(&acb_calls, 1);
+	atomic_store(&acb_ep, ep);
+}
+
+static bool acb_fired(void *arg)
+{
+	(void)arg;
+	return atomic_load(&acb_ep) != NULL;
+}
+
+static void test_listener_accept_fn(void **state)
+{
+	struct conf *c = *state;
+	struct ferry_listen_attr la = { .accept_fn = accept_cb };
+	struct ferry_listener *l = NULL;
+	struct ferry_ep *cep = NULL, *sep, *q = NULL;
+	char uri[CONF_ADDR_MAX];
+	size_t len = sizeof(uri);
+	int rc;
+
+	atomic_store(&acb_ep, NULL);
+	atomic_store(&acb_calls, 0);
+	conf_assert_rc(ferry_listen(c->w.srv, conf_listen_uri, &la, &l), 0);
+	conf_assert_rc(ferry_listener_addr(l, uri, &len), 0);
+	/* Nobody drives the server here: the library accepts and calls back by itself. */
+	rc = ferry_connect(c->w.cli, uri, NULL, &cep);
+	if (rc != 0) {
+		ferry_listener_close(l);
+		conf_fail("ferry_connect to a listener with an accept callback: %s",
+			  conf_err(rc));
+	}
+	conf_own_ep(c, cep);
+	if (!conf_drive_until(&c->w, acb_fired, NULL, CONF_WAIT_MS)) {
+		ferry_listener_close(l);
+		conf_fail("accept callback never ran");
+	}
+	sep = atomic_load(&acb_ep);
+	conf_own_ep(c, sep);
+	assert_string_equal(ferry_ep_provider(sep), conf_prov);
+	/* The callback replaces the queue. */
+	rc = ferry_listener_accept(l, &q, 0);
+	if (rc != FERRY_ETIMEDOUT && rc != FERRY_EINVAL)
+		conf_fail("ferry_listener_accept on a callback listener: %s", conf_err(rc));
+	ping_pong(&c->w, cep, sep);
+	ferry_listener_close(l);
+	/* Accepted endpoints outlive their listener. */
+	ping_pong(&c->w, cep, sep);
+	assert_int_equal(atomic_load(&acb_calls), 1);
+	conf_close(c, cep);
+	conf_close(c, sep);
+}
+
+/* max_connections: past it new connections are refused, live ones keep working. */
+static void test_listener_max_connections(void **state)
+{
+	struct conf *c = *state;
+	struct ferry_listen_attr la = { .max_connections = 1 };
+	struct ferry_connect_attr priv = { .flags = FERRY_CONNECT_PRIVATE };
+	struct ferry_listener *l = NULL;
+	struct ferry_ep *cep = NULL, *sep = NULL, *cep2 = NULL, *sep2 = NULL;
+	struct conf_bg *bg;
+	char uri[CONF_ADDR_MAX];
+	size_t len = sizeof(uri);
+	int rc, rc2;
+
+	conf_assert_rc(ferry_listen(c->w.srv, conf_listen_uri, &la, &l), 0);
+	conf_assert_rc(ferry_listener_addr(l, uri, &len), 0);
+	bg = conf_bg_start(c->w.srv);
+	rc = ferry_connect(c->w.cli, uri, &priv, &cep);
+	rc2 = rc == 0 ? ferry_listener_accept(l, &sep, 5000) : 0;
+	conf_bg_stop(bg);
+	if (cep)
+		conf_own_ep(c, cep);
+	if (sep)
+		conf_own_ep(c, sep);
+	if (rc != 0 || rc2 != 0) {
+		ferry_listener_close(l);
+		conf_fail("first connect: %s, accept: %s", conf_err(rc), conf_err(rc2));
+	}
+	rc = ferry_connect(c->w.cli, uri, &priv, &cep2);
+	if (cep2)
+		conf_own_ep(c, cep2);
+	if (rc == 0) {
+		/* Accepted by the transport but must not become a live endpoint. */
+		(void)ferry_listener_accept(l, &sep2, 200);
+		if (sep2)
+			conf_own_ep(c, sep2);
+		rc = sep2 ? 0 : conf_wait_ep_down(&c->w, cep2);
+	}
+	print_message("second connect past max_connections=1: %s\n", conf_err(rc));
+	ferry_listener_close(l);
+	if (rc == 0)
+		conf_fail("a second connection to a listener with max_connections=1 was "
+			  "accepted");
+	ping_pong(&c->w, cep, sep);
+	conf_close(c, cep);
+	conf_close(c, sep);
+}
+
+/* One listener on two URIs: the printable address lists both, each one works. */
+static void test_listen_two_uris(void **state)
+{
+	struct conf *c = *state;
+	struct ferry_listener *l = NULL;
+	char uris[600], addr[CONF_ADDR_MAX], one[2][CONF_ADDR_MAX];
+	size_t len = sizeof(addr);
+	struct conf_world w;
+	int i;
+
+	snprintf(uris, sizeof(uris), "%s,%s", conf_listen_uri, conf_listen_uri);
+	conf_assert_rc(ferry_listen(c->w.srv, uris, NULL, &l), 0);
+	conf_assert_rc(ferry_listener_addr(l, addr, &len), 0);
+	if (!strchr(addr, ',')) {
+		ferry_listener_close(l);
+		conf_fail("listener on two URIs reports one address: '%s'", addr);
+	}
+	snprintf(one[0], sizeof(one[0]), "%.*s", (int)strcspn(addr, ","), addr);
+	snprintf(one[1], sizeof(one[1]), "%s", strchr(addr, ',') + 1);
+	if (strcmp(one[0], one[1]) == 0 || strchr(one[1], ',')) {
+		ferry_listener_close(l);
+		conf_fail("listener address '%s': expected two distinct URIs", addr);
+	}
+	/* A borrowed world: same contexts, this listener. */
+	w = c->w;
+	w.l = l;
+	for (i = 0; i < 2; i++) {
+		struct ferry_ep *cep, *sep;
+		memcpy(w.addr, one[i], strlen(one[i]) + 1); /* both CONF_ADDR_MAX */
+		conf_connect(&w, FERRY_CONNECT_PRIVATE, &cep, &sep);
+		ping_pong(&w, cep, sep);
+		ferry_ep_close(cep);
+		ferry_ep_close(sep);
+	}
+	/* The whole list is a valid connect address too. */
+	snprintf(w.addr, sizeof(w.addr), "%s", addr);
+	{
+		struct ferry_ep *cep, *sep;
+		conf_connect(&w, FERRY_CONNECT_PRIVATE, &cep, &sep);
+		ping_pong(&w, cep, sep);
+		ferry_ep_close(cep);
+		ferry_ep_close(sep);
+	}
+	ferry_listener_close(l);
+}
+
+/* A URI list is tried in order: a dead first entry falls through to a live one. */
+static void test_connect_list_fallthrough(void **state)
+{
+	struct conf *c = *state;
+	char dead[CONF_ADDR_MAX], list[2 * CONF_ADDR_MAX + 2];
+	struct conf_world w = c->w;
+	struct ferry_ep *cep, *sep;
+
+	closed_port_uri(c, dead, sizeof(dead));
+	if (snprintf(list, sizeof(list), "%s,%s", dead, c->w.addr) >= (int)sizeof(w.addr))
+		conf_fail("URI list too long: %s,%s", dead, c->w.addr);
+	memcpy(w.addr, list, strlen(list) + 1);
+	conf_connect(&w, FERRY_CONNECT_PRIVATE, &cep, &sep);
+	ping_pong(&c->w, cep, sep);
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+}
+
+/* auto:// reaches a tcp listener over tcp (only meaningful for the tcp run). */
+static void test_connect_auto(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world w = c->w;
+	const char *hostport;
+	struct ferry_ep *cep, *sep;
+
+	if (strcmp(conf_prov, "tcp") != 0) {
+		conf_skip("auto:// is exercised by the tcp run");
+		return;
+	}
+	hostport = strstr(c->w.addr, "://") + 3;
+	if (snprintf(w.addr, sizeof(w.addr), "auto://%.*s", (int)(sizeof(w.addr) - 8),
+		     hostport) >= (int)sizeof(w.addr))
+		conf_fail("address too long: %s", hostport);
+	conf_connect(&w, FERRY_CONNECT_PRIVATE, &cep, &sep);
+	ping_pong(&c->w, cep, sep);
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+}
+
+/* ------------------------------------------------------------------ events */
+
+#define MAXEV 32
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	struct ferry_ctx *ctx;
+	enum ferry_event_type type;
+	struct ferry_ep *ep;
+	int status;
+} evs[MAXEV];
+static int nev;
+
+static void on_event(struct ferry_ctx *ctx, const struct ferry_event *ev, void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&ev_lock);
+	if (nev < MAXEV) {
+		evs[nev].ctx = ctx;
+		evs[nev].type = ev->type;
+		evs[nev].ep = ev->ep;
+		evs[nev].status = ev->status;
+		nev++;
+	}
+	pthread_mutex_unlock(&ev_lock);
+}
+
+static void with_events(struct ferry_config *cfg, bool server)
+{
+	(void)server;
+	cfg->event_fn = on_event;
+}
+
+static int count_ev(struct ferry_ctx *ctx, enum ferry_event_type t, struct ferry_ep *ep,
+		    int *status)
+{
+	int i, n = 0;
+
+	pthread_mutex_lock(&ev_lock);
+	for (i = 0; i < nev; i++)
+		if (evs[i].ctx == ctx && evs[i].type == t && (!ep || evs[i].ep == ep)) {
+			n++;
+			if (status)
+				*status = evs[i].status;
+		}
+	pthread_mutex_unlock(&ev_lock);
+	return n;
+}
+
+struct ev_want {
+	struct ferry_ctx *ctx;
+	enum ferry_event_type type;
+	struct ferry_ep *ep;
+};
+
+static bool ev_seen(void *arg)
+{
+	struct ev_want *w = arg;
+	return count_ev(w->ctx, w->type, w->ep, NULL) > 0;
+}
+
+static const char *ev_name(enum ferry_event_type t)
+{
+	switch (t) {
+	case FERRY_EVENT_EP_CONNECTED: return "EP_CONNECTED";
+	case FERRY_EVENT_EP_CLOSED: return "EP_CLOSED";
+	case FERRY_EVENT_EP_FAILED: return "EP_FAILED";
+	case FERRY_EVENT_EP_REAPED: return "EP_REAPED";
+	case FERRY_EVENT_FALLBACK: return "FALLBACK";
+	}
+	return "?";
+}
+
+static void dump_events(void)
+{
+	int i;
+
+	pthread_mutex_lock(&ev_lock);
+	for (i = 0; i < nev; i++)
+		print_message("  event %d: %s ctx %p ep %p status %s\n", i, ev_name(evs[i].type),
+			      (void *)evs[i].ctx, (void *)evs[i].ep, conf_err(evs[i].status));
+	pthread_mutex_unlock(&ev_lock);
+}
+
+/*
+ * Events: both sides hear EP_CONNECTED once; the side that closes hears EP_CLOSED,
+ * and so does the peer, which got a goodbye: a graceful close is not a failure.
+ */
+static void test_events_connect_close(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w2;
+	struct ferry_ep *cep, *sep;
+	struct ev_want want;
+	int st = 0;
+
+	nev = 0;
+	conf_world_open_tweak(w, with_events);
+	conf_connect(w, 0, &cep, &sep);
+	want = (struct ev_want){ w->srv, FERRY_EVENT_EP_CONNECTED, sep };
+	if (!conf_drive_until(w, ev_seen, &want, CONF_WAIT_MS)) {
+		dump_events();
+		conf_fail("no EP_CONNECTED event for the accepted endpoint");
+	}
+	want = (struct ev_want){ w->cli, FERRY_EVENT_EP_CONNECTED, cep };
+	if (!conf_drive_until(w, ev_seen, &want, CONF_WAIT_MS)) {
+		dump_events();
+		conf_fail("no EP_CONNECTED event for the connected endpoint");
+	}
+	ferry_ep_hold(sep); /* keep the pointer meaningful for matching events */
+	ferry_ep_close(cep);
+	conf_wait_ep_down(w, sep);
+	want = (struct ev_want){ w->srv, FERRY_EVENT_EP_CLOSED, sep };
+	conf_drive_until(w, ev_seen, &want, 1000);
+	conf_drive_for(w, 50);
+	print_message("events:\n");
+	dump_events();
+	assert_int_equal(count_ev(w->cli, FERRY_EVENT_EP_CONNECTED, NULL, NULL), 1);
+	assert_int_equal(count_ev(w->srv, FERRY_EVENT_EP_CONNECTED, NULL, NULL), 1);
+	if (count_ev(w->srv, FERRY_EVENT_EP_FAILED, sep, &st) > 0)
+		conf_fail("the peer of a gracefully closed endpoint got EP_FAILED (%s), "
+			  "expected EP_CLOSED (closed by the peer's goodbye)", conf_err(st));
+	if (count_ev(w->srv, FERRY_EVENT_EP_CLOSED, sep, NULL) != 1)
+		conf_fail("the peer of a gracefully closed endpoint got %d EP_CLOSED events",
+			  count_ev(w->srv, FERRY_EVENT_EP_CLOSED, sep, NULL));
+	ferry_ep_close(sep);
+	ferry_ep_release(sep);
+	conf_world_close(w, true);
+}
+
+/*
+ * A connect returns when its handshake is done, not when some later timer fires: on
+ * loopback every one of these must return in a fraction of the connect timeout
+ * (2000 ms here). A connect that succeeds only after sleeping half its deadline
+ * slept through its own completion (a lost wakeup). Not a performance bound: a
+ * loopback handshake takes about a millisecond; the bound is 500 times that.
+ */
+static void test_connect_no_lost_wakeup(void **state)
+{
+	struct conf *c = *state;
+	enum { N = 64, BOUND_MS = 500 };
+	uint64_t worst = 0, slow = 0;
+	int i;
+
+	/* The race is timing-dependent: many tries, but stop after a few hits. */
+	for (i = 0; i < N && slow < 3; i++) {
+		struct ferry_ep *cep, *sep;
+		uint64_t dt;
+
+		conf_connect(&c->w, FERRY_CONNECT_PRIVATE, &cep, &sep);
+		dt = conf_connect_worst_ms; /* the ferry_connect() call alone */
+		worst = dt > worst ? dt : worst;
+		slow += dt >= BOUND_MS;
+		ferry_ep_close(cep);
+		ferry_ep_close(sep);
+	}
+	if (slow)
+		conf_fail("%llu of %d loopback connects took %d ms or more in ferry_connect (worst %llu "
+			  "ms, connect timeout 2000 ms) although the server accepted at once: "
+			  "the call slept past its own completion", (unsigned long long)slow, i, BOUND_MS,
+			  (unsigned long long)worst);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -366,6 +723,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_peer_close_client_closes, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_peer_close_server_closes, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_listener_close_pending, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_listener_accept_fn, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_listener_max_connections, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_listen_two_uris, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_connect_list_fallthrough, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_connect_auto, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_events_connect_close, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_connect_no_lost_wakeup, conf_setup_none, conf_teardown),
 	};
 
 	return CONF_RUN("connect", tests);

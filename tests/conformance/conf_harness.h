@@ -127,6 +127,8 @@ void conf_bg_stop(struct conf_bg *bg);
 void conf_connect_n_at(const char *file, int line, struct conf_world *w, int n,
 		       unsigned flags, struct ferry_ep **cep, struct ferry_ep **sep);
 #define conf_connect(w, flags, cep, sep) conf_connect_n((w), 1, (flags), (cep), (sep))
+/* Longest single ferry_connect() call of the last conf_connect_n, in ms. */
+extern uint64_t conf_connect_worst_ms;
 
 /* Drives both contexts once, sleeping in epoll up to wait_ms for work. */
 void conf_drive(struct conf_world *w, int wait_ms);
@@ -207,6 +209,9 @@ void conf_assert_pattern_at(const char *file, int line, const void *buf, size_t 
 	conf_assert_bytes_at(__FILE__, __LINE__, (buf), (len), (b), (what))
 void conf_assert_bytes_at(const char *file, int line, const void *buf, size_t len,
 			  int b, const char *what);
+
+/* RLIMIT_MEMLOCK after raising the soft limit to the hard one (UINT64_MAX: none). */
+uint64_t conf_memlock_limit(void);
 
 /* Monotonic milliseconds. */
 uint64_t conf_now_ms(void);

@@ -149,6 +149,65 @@ static void test_pin_hold_release(void **state)
 	assert_int_equal(ferry_ep_status(c->cep), 0);
 }
 
+static void pool_of_two(struct ferry_config *cfg, bool server)
+{
+	if (!server)
+		cfg->pool_max = 2;
+}
+
+/*
+ * Capacity: with pool_max 2, a third pooled endpoint closes the least recently used
+ * idle one; a pinned (held) endpoint is never the victim, however old.
+ */
+static void test_pool_capacity(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w2, sub[3];
+	struct ferry_listener *extra[2] = { NULL, NULL };
+	struct ferry_ep *cep[3], *sep[3], *again = NULL;
+	struct ferry_stats st;
+	int i;
+
+	conf_world_open_tweak(w, pool_of_two);
+	for (i = 0; i < 3; i++) {
+		size_t len = sizeof(sub[i].addr);
+		sub[i] = *w;
+		if (i > 0) {
+			conf_assert_rc(ferry_listen(w->srv, conf_listen_uri, NULL, &extra[i - 1]), 0);
+			sub[i].l = extra[i - 1];
+			conf_assert_rc(ferry_listener_addr(sub[i].l, sub[i].addr, &len), 0);
+		}
+	}
+	/* A: pinned (the connect's hold is kept). B, C: released at once, idle. */
+	for (i = 0; i < 3; i++) {
+		conf_connect(&sub[i], 0, &cep[i], &sep[i]);
+		if (i > 0)
+			ferry_ep_release(cep[i]);
+		conf_drive_for(w, 20); /* distinct use times for the LRU order */
+	}
+	conf_drive_for(w, 50);
+	conf_assert_rc(ferry_stats_get(w->cli, NULL, &st), 0);
+	if (st.eps_pooled > 2)
+		conf_fail("pool_max 2: stats.eps_pooled is %llu after 3 pooled connects",
+			  (unsigned long long)st.eps_pooled);
+	/* B was the least recently used idle one: closed, its peer told so. */
+	conf_wait_ep_down(w, sep[1]);
+	assert_int_equal(ferry_ep_status(sep[0]), 0);
+	assert_int_equal(ferry_ep_status(sep[2]), 0);
+	assert_int_equal(ferry_ep_status(cep[0]), 0);
+	one_msg(w, cep[0], w->cli, sep[0], w->srv, 9);
+	/* C is still pooled and handed out again. */
+	conf_assert_rc(ferry_connect(w->cli, sub[2].addr, NULL, &again), 0);
+	assert_ptr_equal(again, cep[2]);
+	ferry_ep_close(again);
+	ferry_ep_close(cep[0]);
+	for (i = 0; i < 3; i++)
+		ferry_ep_close(sep[i]);
+	for (i = 0; i < 2; i++)
+		ferry_listener_close(extra[i]);
+	conf_world_close(w, true);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -158,6 +217,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pool_closed_leaves, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_pool_peer_closed_not_reused, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_pin_hold_release, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_pool_capacity, conf_setup_none, conf_teardown),
 	};
 
 	return CONF_RUN("pool", tests);

@@ -385,6 +385,102 @@ static void test_rma_rkey_malformed(void **state)
 	assert_int_equal(ferry_ep_status(c->cep), 0);
 }
 
+/* A key from another peer (here: a region of the initiator's own context) is unknown
+ * to the target: refused, nothing touched. */
+static void test_rma_rkey_other_peer(void **state)
+{
+	struct conf *c = *state;
+	enum { REG = 4096 };
+	unsigned char *mine = conf_alloc(c, REG), *theirs = conf_alloc(c, REG);
+	unsigned char *buf = conf_alloc(c, REG);
+	struct ferry_mr *own = conf_reg(c, c->w.cli, mine, REG, RW);
+	struct ferry_mr *srv = conf_reg(c, c->w.srv, theirs, REG, RW);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, own);
+
+	(void)srv;
+	memset(mine, FILL, REG);
+	memset(theirs, FILL, REG);
+	conf_fill(buf, REG, 71);
+	rma_expect(c, RMA_WRITE, buf, 64, NULL, rk, 0, FERRY_EBADKEY);
+	rma_expect(c, RMA_READ, buf, 64, NULL, rk, 0, FERRY_EBADKEY);
+	conf_assert_bytes(mine, REG, FILL, "initiator's own region");
+	conf_assert_bytes(theirs, REG, FILL, "target's region");
+	assert_int_equal(ferry_ep_status(c->cep), 0);
+}
+
+/* A local region that does not contain the buffer is a caller error, refused at once
+ * (the header names no code: EINVAL, or ERANGE as in "outside the region"). */
+#define assert_refused(expr)                                                           \
+	do {                                                                         \
+		int rc_ = (expr);                                                    \
+		if (rc_ != FERRY_EINVAL && rc_ != FERRY_ERANGE)                      \
+			conf_fail("%s: expected EINVAL or ERANGE, got %s", #expr,     \
+				  conf_err(rc_));                                    \
+	} while (0)
+
+static void test_rma_local_mr_mismatch(void **state)
+{
+	struct conf *c = *state;
+	unsigned char *region = conf_alloc(c, 8192), *a = conf_alloc(c, 8192);
+	unsigned char *b = conf_alloc(c, 8192);
+	struct ferry_mr *rmr = conf_reg(c, c->w.srv, region, 8192, RW);
+	struct ferry_mr *amr = conf_reg(c, c->w.cli, a, 4096, FERRY_ACCESS_LOCAL);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, rmr);
+
+	(void)rmr;
+	assert_refused(ferry_write(c->cep, b, 64, amr, rk, 0, b, NULL));
+	assert_refused(ferry_read(c->cep, b, 64, amr, rk, 0, b, NULL));
+	/* Starts inside, ends past it. */
+	assert_refused(ferry_write(c->cep, a + 4000, 200, amr, rk, 0, a, NULL));
+	conf_assert_rc(ferry_write(c->cep, b, 64, NULL, NULL, 0, b, NULL), FERRY_EINVAL);
+	conf_expect_none(&c->w, ferry_ctx_cq(c->w.cli), 20);
+}
+
+/*
+ * The target deregisters a region while a large write into it is in flight: once
+ * ferry_mr_dereg has returned, the memory is never written again. The write
+ * completes exactly once (done before the dereg returned, or refused/failed). The
+ * initiator keeps driving its own progress meanwhile (a background thread), as a
+ * real peer process would; the dereg may wait for the write.
+ */
+static void test_rma_dereg_under_remote_write(void **state)
+{
+	struct conf *c = *state;
+	enum { LEN = 64 << 20 };
+	unsigned char *region = conf_alloc(c, LEN), *src = conf_alloc(c, LEN);
+	unsigned char *snap = conf_alloc(c, LEN);
+	struct ferry_mr *rmr = conf_reg(c, c->w.srv, region, LEN, RW);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, rmr);
+	struct ferry_completion cmp;
+	struct conf_bg *bg;
+	uint64_t t0;
+
+	memset(region, FILL, LEN);
+	conf_fill(src, LEN, 81);
+	conf_assert_rc(ferry_write(c->cep, src, LEN, NULL, rk, 0, src, NULL), 0);
+	conf_drive(&c->w, 1);
+	conf_drive(&c->w, 1);
+	bg = conf_bg_start(c->w.cli);
+	t0 = conf_now_ms();
+	conf_dereg(c, rmr);
+	conf_bg_stop(bg);
+	print_message("ferry_mr_dereg under a remote write returned after %llu ms\n",
+		      (unsigned long long)(conf_now_ms() - t0));
+	memcpy(snap, region, LEN);
+	conf_wait_ms(&c->w, ferry_ctx_cq(c->w.cli), &cmp, 1, 30000);
+	print_message("the write completed with %s\n", conf_err(cmp.status));
+	if (cmp.status == 0 && memcmp(snap, region, LEN) == 0)
+		conf_assert_pattern(region, LEN, 81, "write that finished before dereg");
+	if (memcmp(snap, region, LEN) != 0) {
+		size_t i;
+		for (i = 0; i < LEN && snap[i] == region[i]; i++)
+			;
+		conf_fail("memory written after ferry_mr_dereg returned (first changed byte "
+			  "at offset %zu)", i);
+	}
+	conf_expect_none(&c->w, ferry_ctx_cq(c->w.cli), 100);
+}
+
 static void test_rma_pack_and_reg_args(void **state)
 {
 	struct conf *c = *state;
@@ -419,6 +515,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rma_dereg_local_in_flight, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_rma_rkey_malformed, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_rma_pack_and_reg_args, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_rkey_other_peer, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_local_mr_mismatch, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_dereg_under_remote_write, conf_setup_pair, conf_teardown),
 	};
 
 	return CONF_RUN("rma", tests);
