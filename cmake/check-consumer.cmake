@@ -6,7 +6,8 @@
 # Installs the build tree into WORK_DIR/prefix and builds cmake/consumer/consumer.c
 # against the installed files only: (1) cc + `pkg-config --cflags --libs ferry`,
 # (2) find_package(ferry) + ferry::ferry, (3) when the static library is built,
-# find_package(ferry) + ferry::ferry_static and `pkg-config --static`. Each program
+# find_package(ferry) + ferry::ferry_static, and libferry.a linked by hand from what
+# ferry.pc names (Requires.private, Libs.private). Each program
 # is run. A sanitizer build passes the same -fsanitize flags to the consumer (the
 # runtime must be linked into the executable).
 
@@ -73,15 +74,29 @@ foreach(t IN LISTS targets)
 endforeach()
 
 if(STATIC)
-  # pkg-config --static must name everything libferry.a needs (Requires.private,
-  # Libs.private); link the archive by path so the shared library cannot be picked.
-  run(${PKG_CONFIG} --static --cflags --libs ferry)
-  string(STRIP "${OUT}" pc_flags)
-  separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
-  list(TRANSFORM pc_flags REPLACE "^-lferry$" "${prefix}/${LIBDIR}/libferry.a")
-  message(STATUS "pkg-config --static: ${pc_flags}")
-  run(${C_COMPILER} ${san_flags} ${SOURCE_DIR}/consumer.c ${pc_flags}
+  # libferry.a with the system's shared libraries: ferry.pc's Requires.private modules
+  # (their plain --libs) plus its Libs.private must be all the archive needs. (Not
+  # `pkg-config --static`: that recurses into the distribution's own .pc files, and
+  # Debian 12's libfabric.pc names PSM libraries that are not installed.)
+  run(${PKG_CONFIG} --print-requires-private ferry)
+  string(REGEX REPLACE "[ \t\r\n]+" ";" req "${OUT}")
+  list(FILTER req EXCLUDE REGEX "^$")
+  set(req_flags)
+  if(req)
+    run(${PKG_CONFIG} --libs ${req})
+    string(STRIP "${OUT}" req_flags)
+    separate_arguments(req_flags UNIX_COMMAND "${req_flags}")
+  endif()
+  file(STRINGS ${prefix}/${LIBDIR}/pkgconfig/ferry.pc priv REGEX "^Libs.private:")
+  string(REGEX REPLACE "^Libs.private:[ ]*" "" priv "${priv}")
+  separate_arguments(priv UNIX_COMMAND "${priv}")
+  run(${PKG_CONFIG} --cflags ferry)
+  string(STRIP "${OUT}" cflags)
+  separate_arguments(cflags UNIX_COMMAND "${cflags}")
+  set(static_flags ${cflags} ${prefix}/${LIBDIR}/libferry.a ${req_flags} ${priv})
+  message(STATUS "libferry.a + Requires.private (${req}) + Libs.private: ${static_flags}")
+  run(${C_COMPILER} ${san_flags} ${SOURCE_DIR}/consumer.c ${static_flags}
     -o ${WORK_DIR}/consumer-static)
   run(${WORK_DIR}/consumer-static)
-  message(STATUS "pkg-config --static consumer: ${OUT}")
+  message(STATUS "static consumer: ${OUT}")
 endif()

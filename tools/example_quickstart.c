@@ -161,7 +161,8 @@ int main(int argc, char **argv)
 		exit(server("tcp://127.0.0.1:0", fds[1]));
 	}
 	close(fds[1]);
-	while (got < sizeof(addr) - 1 && (n = read(fds[0], addr + got, sizeof(addr) - 1 - got)) > 0)
+	while (got < sizeof(addr) - 1 &&
+	       (n = read(fds[0], addr + got, sizeof(addr) - 1 - got)) > 0)
 		got += (size_t)n;
 	close(fds[0]);
 	rc = got ? client(addr) : 1;

@@ -84,7 +84,8 @@ struct fi_field {
 	const char *unit;
 };
 
-#define FI_F(env, kind, field, unit) { env, kind, offsetof(struct ferry_config, field), unit }
+#define FI_F(name, k, field, u)                                                      \
+	{ .env = (name), .kind = (k), .off = offsetof(struct ferry_config, field), .unit = (u) }
 
 /* Every field of struct ferry_config that has a variable (event_fn/arg have none). */
 static const struct fi_field fi_fields[] = {
@@ -225,7 +226,7 @@ static int fi_print_config(void)
 		fi_format(&def, f, d, sizeof(d));
 		snprintf(shown, sizeof(shown), "%s%s%s", v, f->unit[0] ? " " : "", f->unit);
 		if (getenv(f->env) && getenv(f->env)[0])
-			printf("  %-28s %-20s from environment (default %s)\n", f->env, shown, d);
+			printf("  %-28s %-20s set in the environment (default %s)\n", f->env, shown, d);
 		else
 			printf("  %-28s %s\n", f->env, shown);
 	}
