@@ -294,7 +294,12 @@ void ferryi_ep_failed(struct ferry_ep *ep, int status, const char *why);
 /* The provider has released every op and resource of ep (after ep_close). */
 void ferryi_ep_gone(struct ferry_ep *ep);
 
-/* Records input on ep (any input, probes included): the peer is alive. */
+/*
+ * Records evidence that the peer is alive: input of any kind (probes included), or
+ * the peer consuming our output (a stream provider whose blocked socket drained). A
+ * sender streaming one huge frame hears nothing for a long time and must not declare
+ * a peer dead that is busy reading it.
+ */
 void ferryi_ep_rx_activity(struct ferry_ep *ep);
 
 /*

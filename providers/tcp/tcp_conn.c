@@ -86,10 +86,6 @@ void ferryi_tcp_on_hello(struct ferry_ep *ep)
 	ferryi_tcp_hs_done(ep);
 	if (te->closed)
 		return;
-	FERRYI_DBG(ep->ctx, "tcp: accepted %s: peer max_frame %llu eager_max %llu "
-			    "features 0x%x", ep->peer,
-		   (unsigned long long)te->peer.max_frame,
-		   (unsigned long long)te->peer.eager_max, te->peer.features);
 	ferryi_ep_connected(ep, &te->peer);
 	/* HELLO_ACK goes out when the readiness callback flushes, with any replies. */
 }
@@ -102,10 +98,6 @@ void ferryi_tcp_on_hello_ack(struct ferry_ep *ep)
 	ferryi_tcp_hs_done(ep);
 	if (te->closed)
 		return;
-	FERRYI_DBG(ep->ctx, "tcp: connected to %s: peer max_frame %llu eager_max %llu "
-			    "features 0x%x", ep->peer,
-		   (unsigned long long)te->peer.max_frame,
-		   (unsigned long long)te->peer.eager_max, te->peer.features);
 	ferryi_ep_connected(ep, &te->peer);
 }
 
@@ -143,8 +135,9 @@ int ferryi_tcp_connect(struct ferry_ep *ep, const struct ferryi_addr *addr)
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		rc = ferryi_tcp_errno(errno);
-		FERRYI_WARN(ep->ctx, "tcp: socket() for %s failed: %s", addr->uri,
-			    strerror(errno));
+		/* The core logs the returned code; the errno detail is for debugging. */
+		FERRYI_DBG(ep->ctx, "tcp: socket() for %s failed: %s", addr->uri,
+			   strerror(errno));
 		return rc;
 	}
 	tcp_set_nodelay(fd);
@@ -167,8 +160,8 @@ int ferryi_tcp_connect(struct ferry_ep *ep, const struct ferryi_addr *addr)
 	te->ph.events = te->hs == FERRYI_TCP_HS_CONNECTING ? EPOLLOUT : EPOLLIN;
 	rc = ferryi_poll_add(ep->ctx, &te->ph);
 	if (rc < 0) {
-		FERRYI_WARN(ep->ctx, "tcp: cannot watch the socket for %s: %s", addr->uri,
-			    ferry_strerror(rc));
+		FERRYI_DBG(ep->ctx, "tcp: cannot watch the socket for %s: %s", addr->uri,
+			   ferry_strerror(rc));
 		close(fd);
 		te->fd = te->ph.fd = -1;
 		te->hs = FERRYI_TCP_HS_NONE;
@@ -337,7 +330,7 @@ int ferryi_tcp_listen(struct ferryi_listener_part *lp, const struct ferryi_addr 
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		rc = ferryi_tcp_errno(errno);
-		FERRYI_WARN(ctx, "tcp: socket() for %s failed: %s", addr->uri, strerror(errno));
+		FERRYI_DBG(ctx, "tcp: socket() for %s failed: %s", addr->uri, strerror(errno));
 		return rc;
 	}
 	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -348,7 +341,7 @@ int ferryi_tcp_listen(struct ferryi_listener_part *lp, const struct ferryi_addr 
 		int err = errno;
 
 		rc = ferryi_tcp_errno(err);
-		FERRYI_WARN(ctx, "tcp: cannot listen on %s: %s", addr->uri, strerror(err));
+		FERRYI_DBG(ctx, "tcp: cannot listen on %s: %s", addr->uri, strerror(err));
 		close(fd);
 		return rc;
 	}

@@ -47,7 +47,7 @@ void ferryi_tcp_ep_init(struct ferry_ep *ep, int fd)
 	if (te->local.eager_max > te->local.max_frame)
 		te->local.eager_max = te->local.max_frame;
 	te->lim.max_frame = te->local.max_frame;
-	te->lim.eager_max = te->local.eager_max;
+	te->lim.eager_max = ferryi_tcp_msg_limit(te->local.eager_max);
 }
 
 /* ------------------------------------------------------------------ lifetime */
@@ -339,8 +339,9 @@ static bool tcp_batch_consume(struct ferry_ep *ep, struct tcp_batch *b, uint64_t
 	return !b->full;
 }
 
-/* One sendmsg(): 1 = the batch went out whole, 0 = socket full, -1 = failed. */
-static int tcp_tx_once(struct ferry_ep *ep)
+/* One sendmsg(): 1 = the batch went out whole, 0 = socket full, -1 = failed.
+ * *wrote accumulates the bytes written. */
+static int tcp_tx_once(struct ferry_ep *ep, uint64_t *wrote)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
 	struct tcp_batch b;
@@ -375,6 +376,7 @@ static int tcp_tx_once(struct ferry_ep *ep)
 	 */
 	if (n > 0 && te->want_out)
 		ferryi_ep_rx_activity(ep);
+	*wrote += (uint64_t)n;
 	ferryi_list_init(&done);
 	ferryi_list_init(&done_ctl);
 	whole = tcp_batch_consume(ep, &b, (uint64_t)n, &done, &done_ctl);
@@ -399,7 +401,7 @@ void ferryi_tcp_flush(struct ferry_ep *ep)
 		return;
 	}
 	te->flushing = true;
-	for (;;) {
+	for (uint64_t wrote = 0;;) {
 		int rc;
 
 		te->flush_again = false;
@@ -407,7 +409,12 @@ void ferryi_tcp_flush(struct ferry_ep *ep)
 			te->want_out = false;
 			break;
 		}
-		rc = tcp_tx_once(ep);
+		/* Yield after the budget; EPOLLOUT (level-triggered) brings us back. */
+		if (wrote >= FERRYI_TCP_TX_BUDGET) {
+			te->want_out = true;
+			break;
+		}
+		rc = tcp_tx_once(ep, &wrote);
 		if (rc < 0 || te->closed)
 			break;
 		if (rc == 0) {
@@ -482,7 +489,7 @@ int ferryi_tcp_send(struct ferry_ep *ep, struct ferryi_op *op)
 
 	if (!te->inited || te->closed || te->closing || te->io_error)
 		return FERRY_ENOTCONN;
-	if (te->hs == FERRYI_TCP_HS_DONE && op->len > te->peer.eager_max)
+	if (te->hs == FERRYI_TCP_HS_DONE && op->len > ferryi_tcp_msg_limit(te->peer.eager_max))
 		return FERRY_EMSGSIZE;
 	ferryi_tcp_tx_post(ep, op, FERRYI_TCP_MSG);
 	return 0;
@@ -506,7 +513,7 @@ void ferryi_tcp_hs_done(struct ferry_ep *ep)
 	{
 		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, qlink);
 		uint64_t limit = op->prov[FERRYI_TCP_OP_KIND] == FERRYI_TCP_MSG
-					 ? te->peer.eager_max
+					 ? ferryi_tcp_msg_limit(te->peer.eager_max)
 					 : te->peer.max_frame;
 
 		if (op->len > limit) {

@@ -28,18 +28,32 @@
 #include "tcp_proto.h"
 
 #define FERRYI_TCP_STAGE_SIZE (64u * 1024u)
-/* A payload remainder at least this large is received straight into its destination. */
-#define FERRYI_TCP_DIRECT_MIN (16u * 1024u)
 /* At most this many bytes per recv()/sendmsg() call (the kernel caps near 2 GiB). */
 #define FERRYI_TCP_IO_CHUNK (1ull << 30)
-/* Socket reads per readiness callback before yielding to other endpoints. */
-#define FERRYI_TCP_RX_BUDGET (8ull << 20)
+/*
+ * Bytes moved per readiness callback before yielding: everything runs under the ctx
+ * lock, and a peer that drains (or feeds) as fast as we write (or read) would
+ * otherwise keep one callback going, and the lock held, for a whole transfer.
+ */
+#define FERRYI_TCP_RX_BUDGET (4ull << 20)
+#define FERRYI_TCP_TX_BUDGET (4ull << 20)
 /* Frames coalesced into one sendmsg (two iovecs each, well below IOV_MAX). */
 #define FERRYI_TCP_TX_BATCH 128
 /* Provider-made frames queued per endpoint before the peer counts as abusive. */
 #define FERRYI_TCP_CTL_MAX 65536u
 /* Largest eager payload the provider carries (the config may only lower it). */
 #define FERRYI_TCP_EAGER_MAX (1ull << 30)
+/*
+ * A MSG frame may carry max(eager_max, this): core control messages (a rendezvous
+ * announce is 8 bytes + an rkey blob) must fit whatever eager_max is configured;
+ * the core itself holds user (EAGER) messages to eager_max.
+ */
+#define FERRYI_TCP_CTRL_MSG_MAX (8u + FERRY_RKEY_MAX)
+
+static inline uint64_t ferryi_tcp_msg_limit(uint64_t eager_max)
+{
+	return eager_max > FERRYI_TCP_CTRL_MSG_MAX ? eager_max : FERRYI_TCP_CTRL_MSG_MAX;
+}
 
 /* Indexes into ferryi_op.prov[] for ops this provider owns. */
 enum {

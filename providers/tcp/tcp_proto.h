@@ -16,11 +16,11 @@
  *           24  8     aux        MSG: aux; RMA frames: initiator's op id; else 0
  *
  *   type        ext  payload        extension fields
- *   HELLO       32   none           ferryi_peer_info: version u32, features u32,
- *   HELLO_ACK   32   none             idle_timeout_ms u32, probe_interval_ms u32,
- *                                     max_frame u64, eager_max u64
+ *   HELLO       40   none           ferryi_peer_info: version u32, features u32,
+ *   HELLO_ACK   40   none             idle_timeout_ms u32, probe_interval_ms u32,
+ *                                     max_frame u64, eager_max u64, rx_credit u64
  *   ERROR       8    none           status i32 (negative FERRY_E*), reserved u32 = 0
- *   MSG         0    <= eager_max   -
+ *   MSG         0    <= limit       - (limit: max(eager_max advertised, 8 + RKEY_MAX))
  *   WRITE       16   <= max_frame   key u64, remote offset u64
  *   WRITE_ACK   8    none           status i32, reserved u32 = 0
  *   READ_REQ    24   none           key u64, remote offset u64, length u64 (<= max_frame)
@@ -42,7 +42,12 @@
 
 #define FERRYI_TCP_MAGIC 0xFE27u
 #define FERRYI_TCP_HDR_LEN 32u
-#define FERRYI_TCP_EXT_MAX 32u
+#define FERRYI_TCP_EXT_MAX 40u
+#define FERRYI_TCP_HELLO_LEN 40u
+
+/* HELLO carries every field of ferryi_peer_info: a new field must be added here. */
+_Static_assert(sizeof(struct ferryi_peer_info) == FERRYI_TCP_HELLO_LEN,
+	       "struct ferryi_peer_info changed: update the HELLO encoding in tcp_proto.h");
 #define FERRYI_TCP_PREFIX_MAX (FERRYI_TCP_HDR_LEN + FERRYI_TCP_EXT_MAX)
 
 enum ferryi_tcp_type {
@@ -76,7 +81,8 @@ struct ferryi_tcp_ext {
 	struct ferryi_peer_info info;
 };
 
-/* What this side accepts: its configured max_frame and the eager_max it advertised. */
+/* What this side accepts: its max_frame and the MSG payload limit (the eager_max it
+ * advertised, raised to fit core control messages). */
 struct ferryi_tcp_limits {
 	uint64_t max_frame;
 	uint64_t eager_max;
@@ -97,7 +103,7 @@ static inline uint32_t ferryi_tcp_ext_len(unsigned type)
 	switch (type) {
 	case FERRYI_TCP_HELLO:
 	case FERRYI_TCP_HELLO_ACK:
-		return 32;
+		return FERRYI_TCP_HELLO_LEN;
 	case FERRYI_TCP_ERROR:
 	case FERRYI_TCP_WRITE_ACK:
 	case FERRYI_TCP_READ_RESP:
@@ -166,6 +172,7 @@ static inline uint32_t ferryi_tcp_encode(uint8_t *out, const struct ferryi_tcp_h
 		ferryi_put_le32(x + 12, e->info.probe_interval_ms);
 		ferryi_put_le64(x + 16, e->info.max_frame);
 		ferryi_put_le64(x + 24, e->info.eager_max);
+		ferryi_put_le64(x + 32, e->info.rx_credit);
 		break;
 	case FERRYI_TCP_ERROR:
 	case FERRYI_TCP_WRITE_ACK:
@@ -247,7 +254,7 @@ static inline int ferryi_tcp_hdr_decode(const uint8_t *in,
 		if (h->len > lim->eager_max) {
 			FERRYI_TCP_WHY_(why, whylen,
 					"MSG payload length %" PRIu64
-					" above the advertised eager_max %" PRIu64,
+					" above the message limit %" PRIu64,
 					h->len, lim->eager_max);
 			return FERRY_EPROTO;
 		}
@@ -300,6 +307,7 @@ static inline int ferryi_tcp_ext_decode(unsigned type, const uint8_t *in,
 		e->info.probe_interval_ms = ferryi_get_le32(in + 12);
 		e->info.max_frame = ferryi_get_le64(in + 16);
 		e->info.eager_max = ferryi_get_le64(in + 24);
+		e->info.rx_credit = ferryi_get_le64(in + 32); /* 0 = no limit: any value */
 		if (e->info.version != FERRYI_PROTO_VERSION) {
 			FERRYI_TCP_WHY_(why, whylen, "peer protocol version %" PRIu32
 					", this side speaks %u",

@@ -30,6 +30,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,7 +110,6 @@ static int teardown(void **state)
 
 /* ------------------------------------------------------------------ raw socket helpers */
 
-
 static int raw_connect(struct wire *w, uint16_t port)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -121,6 +121,24 @@ static int raw_connect(struct wire *w, uint16_t port)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	w->perr_mark = tcp_stats(w).protocol_errors;
 	return fd;
+}
+
+/* Sends what the peer takes; false once it hung up (it may, on bad input). */
+static bool raw_send_try(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
 }
 
 static void raw_send(int fd, const void *buf, size_t len)
@@ -343,7 +361,7 @@ static void proto_roundtrip(void **state)
 		case FERRYI_TCP_HELLO:
 		case FERRYI_TCP_HELLO_ACK:
 			e.info = (struct ferryi_peer_info){FERRYI_PROTO_VERSION, 3, 30000, 1000,
-							   1000, 100};
+							   1000, 100, 1ull << 40};
 			break;
 		case FERRYI_TCP_ERROR:
 			e.status = FERRY_EDRAINING;
@@ -609,9 +627,16 @@ static void truncated_header(void **state)
 		usleep(1000);
 	}
 	assert_int_equal(ferry_ep_status(ep), FERRY_ECONNRESET);
+	/* Both connections failed (not protocol errors: the peer just went away). */
+	deadline = now_ms() + WAIT_MS;
+	while (tcp_stats(w).eps_failed < failed + 2 && now_ms() < deadline) {
+		ferry_progress(w->ctx);
+		usleep(1000);
+	}
+	assert_int_equal(tcp_stats(w).eps_failed, failed + 2);
+	assert_int_equal(tcp_stats(w).protocol_errors, 0);
 	ferry_ep_close(ep);
 	check_serves(w, w->port);
-	(void)failed;
 }
 
 static void oversized_length(void **state)
@@ -1015,20 +1040,22 @@ static void *raw_srv_thread(void *p)
 	struct timeval tv = {.tv_sec = 3};
 	uint8_t buf[FERRYI_TCP_PREFIX_MAX];
 	struct ferryi_tcp_hdr h;
-	struct ferryi_tcp_ext e;
+	struct ferryi_tcp_ext e = {0};
 	size_t got = 0;
 	int fd = accept(s->lfd, NULL, NULL);
 
 	if (fd < 0)
 		return NULL;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	while (got < 64) {
-		ssize_t n = recv(fd, buf + got, 64 - got, 0);
+	const size_t hello = FERRYI_TCP_HDR_LEN + FERRYI_TCP_HELLO_LEN;
+
+	while (got < hello) {
+		ssize_t n = recv(fd, buf + got, hello - got, 0);
 		if (n <= 0)
 			break;
 		got += (size_t)n;
 	}
-	s->hello_ok = got == 64 && ferryi_tcp_hdr_decode(buf, &lim, &h, NULL, 0) == 0 &&
+	s->hello_ok = got == hello && ferryi_tcp_hdr_decode(buf, &lim, &h, NULL, 0) == 0 &&
 		      h.type == FERRYI_TCP_HELLO &&
 		      ferryi_tcp_ext_decode(h.type, buf + 32, &lim, &e, NULL, 0) == 0;
 	s->hello_max_frame = e.info.max_frame;
@@ -1113,6 +1140,143 @@ static void client_side(void **state)
 	ferry_ctx_destroy(cli);
 }
 
+struct progress_arg {
+	struct ferry_ctx *ctx;
+	atomic_bool stop;
+};
+
+static void *progress_thread(void *p)
+{
+	struct progress_arg *a = p;
+
+	while (!atomic_load(&a->stop)) {
+		ferry_progress(a->ctx);
+		usleep(200);
+	}
+	return NULL;
+}
+
+/* A draining context answers a HELLO with ERROR(EDRAINING); clients see that code. */
+static void draining(void **state)
+{
+	struct wire *w = *state;
+	struct ferry_connect_attr ca = {.flags = FERRY_CONNECT_PRIVATE, .timeout_ms = WAIT_MS};
+	struct progress_arg pa = {.ctx = w->ctx};
+	struct ferry_ep *ep = NULL;
+	char addr[256];
+	size_t len = sizeof(addr);
+	pthread_t t;
+
+	assert_int_equal(ferry_ctx_drain(w->ctx, 0), 0);
+	int fd = raw_connect(w, w->port);
+	send_hello(fd);
+	assert_int_equal(expect_dropped(w, fd), FERRY_EDRAINING);
+	assert_int_equal(tcp_stats(w).protocol_errors, 0);
+
+	struct ferry_ctx *cli = client_ctx();
+	assert_int_equal(ferry_listener_addr(w->l, addr, &len), 0);
+	assert_int_equal(pthread_create(&t, NULL, progress_thread, &pa), 0);
+	int rc = ferry_connect(cli, addr, &ca, &ep);
+	atomic_store(&pa.stop, true);
+	pthread_join(t, NULL);
+	assert_int_equal(rc, FERRY_EDRAINING);
+	assert_null(ep);
+	ferry_ctx_destroy(cli);
+}
+
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+	/* xorshift64*: reproducible from FERRY_TEST_SEED */
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545F4914F6CDD1Dull;
+}
+
+static uint64_t rng_len(uint64_t max)
+{
+	switch (rng() % 4) {
+	case 0:
+		return 0;
+	case 1:
+		return rng() % 16;
+	case 2:
+		return rng() % (max + 1);
+	default:
+		return max + (rng() % 3); /* at and just past the limit */
+	}
+}
+
+/*
+ * Random frames with a valid magic and version (so they get past the first check):
+ * random types, flags, lengths, op ids, statuses, keys and offsets, some aimed at a
+ * real region. Whatever happens, the process must not crash or touch memory outside
+ * the region (run it under FERRY_SANITIZER=address), and the context must serve.
+ */
+static void random_frames(void **state)
+{
+	struct wire *w = *state;
+	const char *env = getenv("FERRY_TEST_SEED");
+	uint8_t *region = calloc(1, 4096), payload[EAGER_MAX + 8], buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferry_mr *mr;
+	int rounds = 300;
+
+	rng_state = env ? strtoull(env, NULL, 0) : 0x5eed5eedull;
+	if (!rng_state)
+		rng_state = 1;
+	assert_int_equal(ferry_mr_reg(w->ctx, region, 4096,
+				      FERRY_ACCESS_REMOTE_WRITE | FERRY_ACCESS_REMOTE_READ, &mr),
+			 0);
+	for (size_t i = 0; i < sizeof(payload); i++)
+		payload[i] = (uint8_t)rng();
+
+	for (int r = 0; r < rounds; r++) {
+		int fd = raw_connect(w, w->port);
+		struct ferry_ep *ep = NULL;
+
+		if (rng() % 5)
+			ep = raw_hello(w, fd);
+		for (int k = 0, nf = 1 + (int)(rng() % 4); k < nf; k++) {
+			struct ferryi_tcp_hdr h = {.type = (uint8_t)(1 + rng() % FERRYI_TCP_TYPE_MAX_)};
+			struct ferryi_tcp_ext e = {0};
+
+			h.aux = rng() % 3 ? rng() : 0;
+			if (h.type == FERRYI_TCP_MSG) {
+				h.flags = (uint32_t)(rng() % (FERRYI_MSG_MAX_ + 1));
+				if (rng() % 8 == 0)
+					h.flags |= (uint32_t)(rng() & 0xff00);
+				h.len = rng_len(EAGER_MAX);
+				h.tag = rng();
+			} else if (h.type == FERRYI_TCP_WRITE || h.type == FERRYI_TCP_READ_RESP) {
+				h.len = rng_len(4096);
+			}
+			e.key = rng() % 2 ? mr->key : rng();
+			e.offset = rng() % 2 ? rng() % 4200 : rng();
+			e.length = rng_len(4096);
+			e.status = (int32_t)(rng() % 2 ? -(int64_t)(rng() % 120) : (int64_t)rng());
+			e.info = (struct ferryi_peer_info){.version = FERRYI_PROTO_VERSION,
+							   .max_frame = rng_len(1 << 20),
+							   .eager_max = rng_len(4096)};
+			uint32_t n = ferryi_tcp_encode(buf, &h, &e);
+			if (rng() % 10 == 0)
+				buf[4 + rng() % (n - 4)] ^= (uint8_t)(1u << (rng() % 8));
+			if (!raw_send_try(fd, buf, n) ||
+			    (h.len && !raw_send_try(fd, payload,
+						    (size_t)FERRYI_MIN(h.len, sizeof(payload)))))
+				break;
+		}
+		shutdown(fd, SHUT_WR);
+		expect_dropped(w, fd); /* every frame the server sends back must decode */
+		if (ep)
+			ferry_ep_close(ep);
+	}
+	assert_int_equal(ferry_mr_dereg(mr), 0);
+	free(region);
+	check_serves(w, w->port);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -1133,6 +1297,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(fragmented, setup, teardown),
 		cmocka_unit_test_setup_teardown(two_listeners, setup, teardown),
 		cmocka_unit_test(client_side),
+		cmocka_unit_test_setup_teardown(draining, setup, teardown),
+		cmocka_unit_test_setup_teardown(random_frames, setup, teardown),
 	};
 
 	if (argc > 1) {
