@@ -26,14 +26,20 @@ static const struct ferryi_provider *const registry[] = {
 	&ferryi_tcp_provider,
 };
 
-/* Every provider ferry knows, built or not, with how to get it when it is not. */
+#ifndef FERRY_VERBS_ABSENT_WHY
+#define FERRY_VERBS_ABSENT_WHY "not built"
+#endif
+#ifndef FERRY_OFI_ABSENT_WHY
+#define FERRY_OFI_ABSENT_WHY "not built"
+#endif
+
+/* Every provider ferry knows, built or not, with why it is not. */
 static const struct {
 	const char *name;
 	const char *how;
 } known[] = {
-	{ "verbs", "not built: install libibverbs-dev and librdmacm-dev and rebuild "
-		   "(FERRY_WITH_VERBS=AUTO|ON)" },
-	{ "ofi", "not built: install libfabric-dev and rebuild (FERRY_WITH_OFI=AUTO|ON)" },
+	{ "verbs", FERRY_VERBS_ABSENT_WHY },
+	{ "ofi", FERRY_OFI_ABSENT_WHY },
 	{ "tcp", "" },
 };
 
