@@ -152,8 +152,11 @@ void ferryi_poll_del(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 
 static void ctx_wake_drain(struct ferryi_poll_handle *h, uint32_t events)
 {
+	struct ferry_ctx *ctx = ferryi_container_of(h, struct ferry_ctx, wake);
 	uint64_t v;
 	(void)events;
+	if (atomic_load(&ctx->sleepers))
+		return; /* theirs to drain: see ferryi_ctx_sleep */
 	while (read(h->fd, &v, sizeof(v)) < 0 && errno == EINTR)
 		;
 }
@@ -161,6 +164,7 @@ static void ctx_wake_drain(struct ferryi_poll_handle *h, uint32_t events)
 void ferryi_ctx_wake(struct ferry_ctx *ctx)
 {
 	uint64_t one = 1;
+	atomic_fetch_add(&ctx->wake_seq, 1);
 	ssize_t r;
 	do
 		r = write(ctx->wake.fd, &one, sizeof(one));
@@ -196,14 +200,17 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 	return events;
 }
 
+/*
+ * Sleeps until an fd of the context is ready, a wake-up, or timeout_ms (-1: none).
+ * Called and returns with the lock held. Wake-ups cannot be lost: the sleeper notes
+ * the wake sequence and counts itself while still holding the lock, wakers bump the
+ * sequence and write the eventfd under the lock, and progress passes leave the eventfd
+ * alone while anyone sleeps (the sleeper drains it itself).
+ */
 void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq)
 {
 	struct epoll_event ev;
-	uint64_t next;
-
-	ferryi_ctx_lock(ctx);
-	next = ferryi_timers_next(ctx);
-	ferryi_ctx_unlock(ctx);
+	uint64_t next = ferryi_timers_next(ctx);
 	if (next != UINT64_MAX) {
 		int t = ferryi_ms_until(ctx, next);
 		if (timeout_ms < 0 || t < timeout_ms)
@@ -211,10 +218,16 @@ void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq
 	}
 	if (timeout_ms == 0)
 		return;
-	/* Count ourselves before looking at the queue: a push after the look wakes us. */
+	uint64_t seq0 = atomic_load(&ctx->wake_seq);
 	atomic_fetch_add(&ctx->sleepers, 1);
-	if (!cq || !ferryi_cq_count(cq))
+	ferryi_ctx_unlock(ctx);
+	if (ctx->sleep_hook)
+		ctx->sleep_hook(ctx);
+	if (atomic_load(&ctx->wake_seq) == seq0 && (!cq || !ferryi_cq_count(cq)))
 		(void)epoll_wait(ctx->epfd, &ev, 1, timeout_ms);
+	uint64_t v;
+	(void)!read(ctx->wake.fd, &v, sizeof(v));
+	ferryi_ctx_lock(ctx);
 	atomic_fetch_sub(&ctx->sleepers, 1);
 }
 
@@ -245,10 +258,12 @@ int ferry_ctx_fd(struct ferry_ctx *ctx)
 static void *ctx_progress_thread(void *arg)
 {
 	struct ferry_ctx *ctx = arg;
+	ferryi_ctx_lock(ctx);
 	while (!atomic_load(&ctx->progress_stop)) {
-		ferry_progress(ctx);
+		ferryi_progress_locked(ctx);
 		ferryi_ctx_sleep(ctx, 100, NULL);
 	}
+	ferryi_ctx_unlock(ctx);
 	return NULL;
 }
 
@@ -404,6 +419,7 @@ int ferry_ctx_create(const struct ferry_config *cfg, struct ferry_ctx **out)
 	ferryi_hmap_init(&ctx->mr_by_key);
 	ferryi_list_init(&ctx->idle_lru);
 	ferryi_list_init(&ctx->probe_lru);
+	ferryi_list_init(&ctx->timer_ready);
 
 	rc = ferryi_config_check(&ctx->cfg);
 	if (rc < 0)
@@ -513,9 +529,7 @@ void ferry_ctx_destroy(struct ferry_ctx *ctx)
 		if (!pending || ferryi_now_ns(ctx) > deadline)
 			break;
 		ferryi_progress_locked(ctx);
-		ferryi_ctx_unlock(ctx);
 		ferryi_ctx_sleep(ctx, 10, NULL);
-		ferryi_ctx_lock(ctx);
 	}
 
 	ferryi_ops_fini(ctx);

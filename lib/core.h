@@ -82,8 +82,10 @@ struct ferryi_timer {
 	uint64_t due_ns;
 	uint64_t seq;                           /* tie-break: arming order      */
 	uint32_t heap_idx;                      /* UINT32_MAX when not armed    */
+	struct ferryi_list_node ready_link;     /* due, about to run            */
 	void (*fn)(struct ferryi_timer *t);     /* runs under ctx lock          */
 };
+#define FERRYI_TIMER_READY (UINT32_MAX - 1)  /* heap_idx of a due timer     */
 
 void ferryi_timer_init(struct ferryi_timer *t, void (*fn)(struct ferryi_timer *));
 void ferryi_timer_arm(struct ferry_ctx *ctx, struct ferryi_timer *t, uint64_t due_ns);

@@ -63,6 +63,7 @@ struct ferry_ctx {
 	int epfd;                          /* every provider fd + wake_fd       */
 	struct ferryi_poll_handle wake;    /* eventfd                           */
 	atomic_int sleepers;               /* threads in epoll_wait             */
+	atomic_uint_fast64_t wake_seq;     /* bumped by every ferryi_ctx_wake   */
 	atomic_bool fd_exported;           /* user asked for ferry_ctx_fd()     */
 
 	struct ferry_cq *default_cq;
@@ -89,7 +90,10 @@ struct ferry_ctx {
 	struct ferryi_timer **heap;
 	uint32_t heap_len, heap_cap;
 	uint64_t timer_seq;
+	struct ferryi_list timer_ready;    /* due timers of the running pass    */
 	uint64_t (*clock_fn)(void *arg);   /* test hook: fake clock             */
+	void (*sleep_hook)(struct ferry_ctx *ctx); /* test hook: runs unlocked right
+					      before a sleeper checks for wake-ups */
 	void *clock_arg;
 
 	/* random pool for region keys */
@@ -116,7 +120,7 @@ struct ferry_ctx {
 
 /* context.c */
 int ferryi_progress_locked(struct ferry_ctx *ctx);
-/* Sleeps in epoll until an fd is ready or timeout; call without the lock. */
+/* Sleeps in epoll until an fd is ready, a wake-up or timeout; lock held on entry and exit. */
 void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq);
 int ferryi_ms_until(struct ferry_ctx *ctx, uint64_t deadline_ns);
 struct ferryi_prov_inst *ferryi_ctx_inst_by_scheme(struct ferry_ctx *ctx, const char *scheme);

@@ -174,15 +174,25 @@ int ferry_cq_wait(struct ferry_cq *cq, struct ferry_completion *out, int max, in
 	struct ferry_ctx *ctx = cq->ctx;
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
 					   : ferryi_now_ns(ctx) + (uint64_t)timeout_ms * 1000000ull;
+	int n;
+	ferryi_ctx_lock(ctx);
 	for (;;) {
-		int n = ferry_cq_poll(cq, out, max);
-		if (n != 0)
-			return n;
-		if (deadline != UINT64_MAX && ferryi_now_ns(ctx) >= deadline)
-			return FERRY_ETIMEDOUT;
+		n = cq_pop_locked(cq, out, max);
+		if (n)
+			break;
+		ferryi_progress_locked(ctx);
+		n = cq_pop_locked(cq, out, max);
+		if (n)
+			break;
+		if (deadline != UINT64_MAX && ferryi_now_ns(ctx) >= deadline) {
+			n = FERRY_ETIMEDOUT;
+			break;
+		}
 		ferryi_ctx_sleep(ctx, deadline == UINT64_MAX ? -1 : ferryi_ms_until(ctx, deadline),
 				 cq);
 	}
+	ferryi_ctx_unlock(ctx);
+	return n;
 }
 
 int ferry_cq_fd(struct ferry_cq *cq)

@@ -380,39 +380,46 @@ static bool scheme_is_rdma(struct ferry_ctx *ctx, const char *scheme)
 	return strcmp(scheme, "verbs") == 0 || strcmp(scheme, "ofi+verbs") == 0;
 }
 
-/* One attempt on one address; returns 0 with *out held, or an error. */
+/*
+ * One attempt on one address; returns 0 with *out held, or an error. The caller's hold
+ * exists from the start, so the endpoint is pinned (never reaped) between its
+ * handshake and the moment the caller wakes up to take it; the deadline is armed
+ * before the provider starts, so a handshake it finishes inside connect() disarms it.
+ */
 static int connect_once(struct ferry_ctx *ctx, struct ferryi_prov_inst *pi,
 			const struct ferryi_addr *a, uint64_t deadline, struct ferry_ep **out)
 {
 	struct ferry_ep *ep = ferryi_ep_alloc(ctx, pi, FERRYI_EP_CONNECTING, a->uri);
 	if (!ep)
 		return ctx->ep_count >= ctx->cfg.max_endpoints ? FERRY_ENOBUFS : FERRY_ENOMEM;
+	ferryi_ep_ref(ep);
+	ep->holds = 1;
+	pi->stats.eps_pinned++;
+	ferryi_timer_arm(ctx, &ep->connect_timer, deadline);
 	int rc = pi->prov->connect(ep, a);
 	if (rc < 0) {
-		ep->state = FERRYI_EP_CLOSED;
-		ctx->handshaking--;
+		ferryi_timer_cancel(ctx, &ep->connect_timer);
+		if (ep->state != FERRYI_EP_CLOSED) {
+			ep->state = FERRYI_EP_CLOSED;
+			ctx->handshaking--;
+		}
 		ep->status = rc;
 		ep->provider_gone = true;
-		ferryi_ep_unref(ep);
+		ferryi_ep_drop_hold(ep);
+		ferryi_ep_unref(ep); /* the provider's: it never took the endpoint */
 		return rc;
 	}
-	ferryi_ep_ref(ep); /* ours while we wait */
-	ferryi_timer_arm(ctx, &ep->connect_timer, deadline);
 	while (ep->state == FERRYI_EP_CONNECTING) {
 		ferryi_progress_locked(ctx);
 		if (ep->state != FERRYI_EP_CONNECTING)
 			break;
-		ferryi_ctx_unlock(ctx);
 		ferryi_ctx_sleep(ctx, ferryi_ms_until(ctx, deadline), NULL);
-		ferryi_ctx_lock(ctx);
 	}
 	if (ep->state != FERRYI_EP_CONNECTED) {
 		rc = ep->status < 0 ? ep->status : FERRY_ECONNABORTED;
-		ferryi_ep_unref(ep);
+		ferryi_ep_drop_hold(ep);
 		return rc;
 	}
-	ep->holds = 1; /* our wait reference becomes the user's hold */
-	pi->stats.eps_pinned++;
 	*out = ep;
 	return 0;
 }
@@ -526,9 +533,7 @@ int ferry_connect(struct ferry_ctx *ctx, const char *uri, const struct ferry_con
 				    (unsigned long long)(wait / 1000000));
 			uint64_t until = ferryi_now_ns(ctx) + wait;
 			while (ferryi_now_ns(ctx) < until) {
-				ferryi_ctx_unlock(ctx);
 				ferryi_ctx_sleep(ctx, ferryi_ms_until(ctx, until), NULL);
-				ferryi_ctx_lock(ctx);
 				ferryi_progress_locked(ctx);
 			}
 		}

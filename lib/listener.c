@@ -226,10 +226,8 @@ int ferry_listener_accept(struct ferry_listener *l, struct ferry_ep **ep, int ti
 			ferryi_ctx_unlock(ctx);
 			return FERRY_ETIMEDOUT;
 		}
-		ferryi_ctx_unlock(ctx);
 		ferryi_ctx_sleep(ctx, deadline == UINT64_MAX ? -1 : ferryi_ms_until(ctx, deadline),
 				 NULL);
-		ferryi_ctx_lock(ctx);
 	}
 }
 

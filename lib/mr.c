@@ -143,10 +143,8 @@ int ferry_mr_dereg(struct ferry_mr *mr)
 		ferryi_progress_locked(ctx);
 		if (!mr->remote_users)
 			break;
-		ferryi_ctx_unlock(ctx);
 		int ms = ferryi_ms_until(ctx, deadline);
 		ferryi_ctx_sleep(ctx, ms < 10 ? ms : 10, NULL);
-		ferryi_ctx_lock(ctx);
 	}
 	if (mr->remote_users)
 		FERRYI_WARN(ctx, "deregistering %p: %u peer transfers still using it after %u ms; "

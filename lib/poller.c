@@ -120,12 +120,9 @@ static void probe_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 				*next = due;
 			return;
 		}
-		if (!(ep->peer_info.features & FERRYI_FEAT_PROBES) && ep->probes_unanswered == 0 &&
-		    ep->peer_info.probe_interval_ms == 0) {
-			/* The peer does not answer probes: nothing to learn, keep quiet. */
-			ferryi_list_remove(&ep->probe_link);
-			continue;
-		}
+		/* Every peer answers probes, whether or not it sends its own. */
+		if (ep->probes_unanswered > 0)
+			ep->pi->stats.probes_missed++;
 		if (ep->probes_unanswered >= ctx->cfg.probe_misses) {
 			char why[96];
 			snprintf(why, sizeof(why), "no input for %u probe intervals of %u ms",
@@ -134,8 +131,6 @@ static void probe_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 			ferryi_ep_failed(ep, FERRY_EPEERDEAD, why);
 			continue;
 		}
-		if (ep->probes_unanswered > 0)
-			ep->pi->stats.probes_missed++;
 		ep->probes_unanswered++;
 		ep->probe_base_ns = now;
 		ferryi_list_remove(&ep->probe_link);
@@ -318,10 +313,8 @@ int ferry_ctx_drain(struct ferry_ctx *ctx, int grace_ms)
 		ferryi_progress_locked(ctx);
 		if (!ctx_ops_in_flight(ctx))
 			break;
-		ferryi_ctx_unlock(ctx);
 		int ms = ferryi_ms_until(ctx, deadline);
 		ferryi_ctx_sleep(ctx, ms < 5 ? ms : 5, NULL);
-		ferryi_ctx_lock(ctx);
 	}
 	int rc = ctx_ops_in_flight(ctx) ? FERRY_ETIMEDOUT : 0;
 	if (rc)

@@ -113,10 +113,11 @@ struct ferryi_provider {
 	void (*listen_close)(struct ferryi_listener_part *lp);
 
 	/*
-	 * Starts a non-blocking connect of ep to addr, including the handshake. Later
-	 * reports ferryi_ep_connected() or ferryi_ep_failed(). May fail at once with a
-	 * negative code (then no upcall follows). The core enforces the connect deadline
-	 * by calling ep_close. Mandatory.
+	 * Starts a non-blocking connect of ep to addr, including the handshake. Reports
+	 * ferryi_ep_connected() or ferryi_ep_failed() later, or from inside this call
+	 * (an in-process provider may finish at once). May fail at once with a negative
+	 * code (then no upcall follows and the provider keeps nothing of ep). The core
+	 * enforces the connect deadline by failing the endpoint. Mandatory.
 	 */
 	int (*connect)(struct ferry_ep *ep, const struct ferryi_addr *addr);
 

@@ -3,7 +3,8 @@
  * per-operation deadlines). Ordered by (due, seq): seq keeps equal deadlines in
  * arming order. Due timers are taken off the heap before their callback runs, so a
  * callback may re-arm its own timer (it runs on a later pass at the earliest, never in
- * a loop within one pass) or cancel others. Cost per tick: O(due * log n).
+ * a loop within one pass) or cancel others; every timer due when a pass starts runs in
+ * that pass. Cost per tick: O(due * log n).
  */
 #include "core_priv.h"
 
@@ -58,6 +59,7 @@ void ferryi_timer_init(struct ferryi_timer *t, void (*fn)(struct ferryi_timer *)
 	t->due_ns = 0;
 	t->seq = 0;
 	t->heap_idx = UINT32_MAX;
+	ferryi_node_init(&t->ready_link);
 	t->fn = fn;
 }
 
@@ -66,6 +68,11 @@ void ferryi_timer_cancel(struct ferry_ctx *ctx, struct ferryi_timer *t)
 	uint32_t i = t->heap_idx;
 	if (i == UINT32_MAX)
 		return;
+	if (i == FERRYI_TIMER_READY) {
+		ferryi_list_remove(&t->ready_link);
+		t->heap_idx = UINT32_MAX;
+		return;
+	}
 	t->heap_idx = UINT32_MAX;
 	struct ferryi_timer *last = ctx->heap[--ctx->heap_len];
 	if (i == ctx->heap_len)
@@ -106,11 +113,21 @@ void ferryi_timers_run(struct ferry_ctx *ctx)
 	if (ctx->heap_len == 0)
 		return;
 	uint64_t now = ferryi_now_ns(ctx);
-	/* Timers armed by this pass's callbacks wait for the next pass, even if due. */
-	uint64_t pass_seq = ctx->timer_seq;
-	while (ctx->heap_len > 0 && ctx->heap[0]->due_ns <= now && ctx->heap[0]->seq < pass_seq) {
+	struct ferryi_list_node *n;
+	/*
+	 * Every timer due now runs in this pass, and only those: they move to a ready list
+	 * first, so a callback that re-arms itself in the past waits for the next pass and
+	 * cannot starve the others. Cancelling a ready timer unlinks it (it may be freed).
+	 */
+	while (ctx->heap_len > 0 && ctx->heap[0]->due_ns <= now) {
 		struct ferryi_timer *t = ctx->heap[0];
 		ferryi_timer_cancel(ctx, t);
+		t->heap_idx = FERRYI_TIMER_READY;
+		ferryi_list_push_back(&ctx->timer_ready, &t->ready_link);
+	}
+	while ((n = ferryi_list_pop_front(&ctx->timer_ready))) {
+		struct ferryi_timer *t = ferryi_container_of(n, struct ferryi_timer, ready_link);
+		t->heap_idx = UINT32_MAX;
 		t->fn(t);
 	}
 }
@@ -122,6 +139,9 @@ uint64_t ferryi_timers_next(struct ferry_ctx *ctx)
 
 void ferryi_timers_fini(struct ferry_ctx *ctx)
 {
+	struct ferryi_list_node *n;
+	while ((n = ferryi_list_pop_front(&ctx->timer_ready)))
+		ferryi_container_of(n, struct ferryi_timer, ready_link)->heap_idx = UINT32_MAX;
 	for (uint32_t i = 0; i < ctx->heap_len; i++)
 		ctx->heap[i]->heap_idx = UINT32_MAX;
 	ctx->heap_len = 0;
