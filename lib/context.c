@@ -320,8 +320,8 @@ void ferryi_local_info(const struct ferry_ctx *ctx, struct ferryi_peer_info *out
 	out->version = FERRYI_PROTO_VERSION;
 	out->features = ctx->cfg.probe_interval_ms ? FERRYI_FEAT_PROBES : 0;
 #ifdef FERRY_HAVE_ZSTD
-	if (ctx->cfg.compress != FERRY_COMPRESS_OFF)
-		out->features |= FERRYI_FEAT_ZSTD;
+	/* The ability to decode, whatever our own policy: a peer may compress toward us. */
+	out->features |= FERRYI_FEAT_ZSTD;
 #endif
 	out->idle_timeout_ms = ctx->cfg.idle_timeout_s * 1000u;
 	out->probe_interval_ms = ctx->cfg.probe_interval_ms;

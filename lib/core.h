@@ -25,7 +25,7 @@
 
 #define FERRYI_MAX_PROVS 8
 #define FERRYI_URI_MAX 320
-#define FERRYI_RX_INLINE 512
+#define FERRYI_RX_INLINE (8 + FERRY_RKEY_MAX) /* the largest control payload: an RTS */
 
 /* ------------------------------------------------------------------ logging (log.c) */
 
@@ -126,12 +126,15 @@ enum ferryi_msg_type {
 	FERRYI_MSG_EAGER = 1,   /* user message; tag = user tag                           */
 	FERRYI_MSG_RTS,         /* rendezvous announce; payload = struct ferryi_rts + key */
 	FERRYI_MSG_FIN,         /* rendezvous finish; aux = sender op id, tag = status   */
-	FERRYI_MSG_PROBE,       /* health probe; aux = probe sequence                    */
+	FERRYI_MSG_PROBE,       /* health probe; aux = probe sequence, tag = FERRYI_PROBE_* */
 	FERRYI_MSG_PROBE_ACK,   /* answer; aux = probe sequence                          */
 	FERRYI_MSG_GOODBYE,     /* the peer closes or reaps; tag = reason (status)       */
 	FERRYI_MSG_CREDIT,      /* the receiver consumed eager bytes; aux = byte count   */
 	FERRYI_MSG_MAX_,
 };
+
+/* PROBE tag bits. */
+#define FERRYI_PROBE_PINNED 1ull /* the sender's side is pinned: count it as use */
 
 /* Carried losslessly by every provider with each message. */
 struct ferryi_msg {

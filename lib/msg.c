@@ -311,14 +311,27 @@ static uint64_t eager_charge(uint64_t len)
 	return FERRYI_EAGER_CHARGE + len;
 }
 
-/* Spends credit for op if it needs and finds it; rendezvous announces need none. */
+/*
+ * Spends credit for op if it finds it. Eager messages and rendezvous announces both
+ * cost their payload plus FERRYI_EAGER_CHARGE: an announce is what the receiver
+ * buffers for an unmatched large send.
+ */
 static bool credit_take(struct ferry_ep *ep, struct ferryi_op *op)
 {
-	if (op->msg.type != FERRYI_MSG_EAGER || ep->tx_credit == UINT64_MAX)
+	if (ep->tx_credit == UINT64_MAX)
 		return true;
 	uint64_t charge = eager_charge(op->len);
-	if (charge > ep->tx_credit)
+	/*
+	 * An announce larger than the peer's whole budget could never go: send it and let
+	 * the peer's budget check refuse it (a misconfigured FERRY_UNEXPECTED_MAX shows as
+	 * a logged ENOBUFS there, not as a send that waits forever).
+	 */
+	if (charge > ep->tx_credit && charge <= ep->peer_info.rx_credit)
 		return false;
+	if (charge > ep->tx_credit) {
+		ep->tx_credit = 0;
+		return true;
+	}
 	ep->tx_credit -= charge;
 	return true;
 }
@@ -562,10 +575,12 @@ int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag, uint64_
 		if (ux->type == FERRYI_MSG_RTS) {
 			struct ferry_rkey *rk = ux->rkey;
 			uint64_t size = ux->len, sender = ux->sender_id;
+			uint64_t announce_len = ux->charge - FERRYI_EAGER_CHARGE;
 			op->tag = ux->tag;
 			ux->rkey = NULL;
 			ux_free(ep, ux);
 			rndv_start(op, size, sender, rk);
+			credit_return(ep, announce_len);
 		} else if (ux->complete) {
 			ux_deliver(op, ux);
 		} else {
@@ -713,9 +728,10 @@ static void rx_rts(struct ferry_ep *ep, struct ferryi_rx *rx)
 	if (recv) {
 		recv->tag = rx->msg.tag;
 		rndv_start(recv, size, rx->msg.aux, rk);
+		credit_return(ep, rx->len);
 		return;
 	}
-	uint64_t charge = sizeof(struct ferryi_uxmsg) + rk->blob_len;
+	uint64_t charge = eager_charge(rx->len); /* what the sender spent: see credit_take */
 	if (ux_budget(ep, charge) < 0) {
 		ferryi_rkey_unref(rk);
 		ferryi_ep_failed(ep, FERRY_ENOBUFS, "unexpected-message budget exhausted");
@@ -788,6 +804,9 @@ void ferryi_rx_end(struct ferry_ep *ep, struct ferryi_rx *rx, int status)
 		rx_fin(ep, rx);
 		break;
 	case FERRYI_MSG_PROBE:
+		/* A peer that holds its side pinned keeps ours from being reaped too. */
+		if (rx->msg.tag & FERRYI_PROBE_PINNED)
+			ferryi_ep_touch_use(ep);
 		(void)ferryi_send_ctrl(ep, FERRYI_MSG_PROBE_ACK, 0, rx->msg.aux);
 		break;
 	case FERRYI_MSG_PROBE_ACK:

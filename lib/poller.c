@@ -74,9 +74,31 @@ int ferryi_ctx_admission(const struct ferry_ctx *ctx)
 	return ctx->draining ? FERRY_EDRAINING : 0;
 }
 
+/*
+ * In use: held by the user or an op in flight. Unread messages do not pin: stray
+ * replies nobody will ever receive would keep connections forever (and a peer could
+ * pin ours at will). Reaping discards them loudly instead: logged and counted.
+ */
 static bool ep_pinned(const struct ferry_ep *ep)
 {
 	return ep->holds > 0 || !ferryi_list_empty(&ep->ops);
+}
+
+static void reap_discard_unread(struct ferry_ep *ep)
+{
+	uint64_t n = 0, bytes = 0;
+	struct ferryi_list_node *it, *t;
+	ferryi_list_foreach_safe(&ep->unexpected, it, t) {
+		struct ferryi_uxmsg *ux = ferryi_container_of(it, struct ferryi_uxmsg, link);
+		n++;
+		bytes += ux->len;
+	}
+	if (!n)
+		return;
+	ep->pi->stats.msgs_discarded += n;
+	FERRYI_WARN(ep->ctx, "%s endpoint %s reaped with %llu unread message(s), %llu bytes: "
+		    "discarded (nobody posted a matching receive)", ep->pi->prov->name, ep->peer,
+		    (unsigned long long)n, (unsigned long long)bytes);
 }
 
 static void reap_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
@@ -100,6 +122,7 @@ static void reap_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 		FERRYI_INFO(ctx, "%s endpoint %s idle for %u s: reaping", ep->pi->prov->name,
 			    ep->peer, ctx->cfg.idle_timeout_s);
 		ep->pi->stats.eps_reaped++;
+		reap_discard_unread(ep);
 		ep->user_closed = true;
 		ferryi_ep_begin_close(ep, FERRY_ENOTCONN, true, FERRY_EVENT_EP_REAPED,
 				      "idle timeout");
@@ -135,7 +158,8 @@ static void probe_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 		ep->probe_base_ns = now;
 		ferryi_list_remove(&ep->probe_link);
 		ferryi_list_push_back(&ctx->probe_lru, &ep->probe_link);
-		if (ferryi_send_ctrl(ep, FERRYI_MSG_PROBE, 0, ep->probes_unanswered) == 0)
+		if (ferryi_send_ctrl(ep, FERRYI_MSG_PROBE, ep_pinned(ep) ? FERRYI_PROBE_PINNED : 0,
+				     ep->probes_unanswered) == 0)
 			ep->pi->stats.probes_sent++;
 	}
 }

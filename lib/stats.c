@@ -14,7 +14,7 @@
 	X(eps_closed) X(eps_failed) X(eps_reaped) X(connect_failures) X(reconnects)  \
 	X(fallbacks) X(probes_sent) X(probes_missed) X(peers_dead)                   \
 	X(protocol_errors) X(rkey_refusals) X(mrs_registered) X(compressed_in)       \
-	X(compressed_out)
+	X(compressed_out) X(msgs_discarded)
 
 static void stats_add(struct ferry_stats *dst, const struct ferry_stats *src)
 {

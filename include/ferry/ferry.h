@@ -584,6 +584,7 @@ struct ferry_stats {
 	uint64_t protocol_errors, rkey_refusals; /* malformed input, refused one-sided ops */
 	uint64_t mrs_registered;                 /* gauge                                  */
 	uint64_t compressed_in, compressed_out;  /* bytes before / after compression       */
+	uint64_t msgs_discarded;                 /* unread messages of reaped endpoints    */
 };
 
 /**

@@ -424,7 +424,10 @@ static void test_unexpected_budget_fails_endpoint(void **state)
 	mt_pair_close(&P);
 }
 
-/* Rendezvous announcements take no credit but are charged (their key) all the same. */
+/*
+ * Rendezvous announcements take credit like eager messages; one larger than the
+ * receiver's whole budget goes anyway and is refused there (ENOBUFS), never waits.
+ */
 static void test_unexpected_budget_rts(void **state)
 {
 	(void)state;
