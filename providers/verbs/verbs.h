@@ -16,12 +16,14 @@
  *     eager size travel in the rdma_cm private data of REQ and REP (56 bytes, the IB
  *     REQ limit). A refusal travels in the REJ private data with a ferry status.
  *   - Eager messages: a 24-byte header + payload in one SEND, inline when it fits the
- *     QP's max_inline_data, else copied into a registered bounce buffer. The receiver
- *     keeps rx_depth buffers posted; credits stop a sender from ever overrunning them
- *     (no RNR). See verbs_ep.c for the credit scheme and selective signalling.
+ *     QP's max_inline_data, else copied into a registered bounce buffer; a message
+ *     larger than a bounce buffer (up to the 64 KiB eager limit) goes as several
+ *     fragments that the receiver reassembles straight into the core's destination.
+ *     The receiver keeps rx_depth buffers posted; credits stop a sender from ever
+ *     overrunning them (no RNR). See verbs_ep.c for credits and selective signalling.
  *   - write/read: IBV_WR_RDMA_WRITE/READ straight from/to the user's registered buffer,
  *     split at the device's max_msg_sz and at ibv_mr chunk boundaries on both sides.
- *   - Teardown: QP to ERR, rdma_disconnect, post a drain WR on each queue, wait for
+ *   - Teardown: QP to ERR, rdma_disconnect, a signalled drain WR behind the sends, wait for
  *     every posted WR to come back (flushed), then destroy QP and id, then
  *     ferryi_ep_gone(). A guard timer forces the end if a device never flushes.
  *
@@ -29,11 +31,15 @@
  *   FERRY_VERBS_RX_DEPTH [32]     receive buffers per endpoint = credits for the peer
  *   FERRY_VERBS_TX_BUFS [32]      send bounce buffers per endpoint
  *   FERRY_VERBS_SQ_DEPTH [128]    send queue depth (work requests)
- *   FERRY_VERBS_EAGER [8192]      eager payload per message (<= 8192)
+ *   FERRY_VERBS_EAGER [65536]     largest eager message (<= 65536); larger ones go by
+ *                                 the core's rendezvous (RTS + RDMA READ + FIN)
+ *   FERRY_VERBS_FRAG [8192]       payload per bounce buffer (1024..65536)
  *   FERRY_VERBS_INLINE [256]      requested max_inline_data (0 = never inline)
  *   FERRY_VERBS_CQ_SIZE [8192]    entries per shared CQ (capped by the device)
  *   FERRY_VERBS_SIGNAL [0]        signal every Nth send WR (0 = min(sq, tx bufs) / 4)
- *   FERRY_VERBS_MAX_MSG [0]       largest WR (0 = the port's max_msg_sz)
+ *   FERRY_VERBS_MAX_MSG [1 MiB]   largest one-sided WR (capped by the port's max_msg_sz;
+ *                                 bounded WRs keep completions, hence liveness, flowing
+ *                                 during long transfers)
  *   FERRY_VERBS_MR_CHUNK [0]      largest ibv_mr (0 = the device's max_mr_size)
  *   FERRY_VERBS_LINGER_MS [1000]  graceful close: time for queued sends to go out
  *   FERRY_VERBS_DRAIN_MS [2000]   teardown: time allowed for flushed WRs to return
@@ -46,8 +52,8 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
-/* Largest eager payload (the ops table's eager_max); FERRY_VERBS_EAGER may lower it. */
-#define FERRYI_VERBS_EAGER_MAX 8192u
+/* Largest eager message (the ops table's eager_max); FERRY_VERBS_EAGER may lower it. */
+#define FERRYI_VERBS_EAGER_MAX 65536u
 
 /* ------------------------------------------------------------------ wire formats */
 
@@ -59,30 +65,43 @@
  *   2   1    msg flags  core message flags (MSG), else 0
  *   3   1    reserved   0
  *   4   4    credits    receive buffers the sender reposted since its last grant
- *   8   8    tag
- *   16  8    aux
- * followed by the payload (MSG only); its length is the SEND's length minus 24.
+ *   8   8    tag        (MSG, FIRST; else 0)
+ *   16  8    aux        (MSG, FIRST; else 0)
+ * MSG: the whole payload follows; its length is the SEND's length minus 24.
+ * FIRST: u64 total message length, then the first part of the payload; MORE parts
+ * follow in order (RC keeps them in order) until total bytes arrived.
  */
 #define FERRYI_VERBS_HDR_LEN 24u
+#define FERRYI_VERBS_FIRST_EXT 8u
 
 enum {
-	FERRYI_VERBS_K_MSG = 1,    /* a core message                          */
-	FERRYI_VERBS_K_CREDIT = 2, /* credits only, no payload               */
+	FERRYI_VERBS_K_MSG = 1,    /* a whole core message                     */
+	FERRYI_VERBS_K_CREDIT = 2, /* credits only, no payload                 */
+	FERRYI_VERBS_K_FIRST = 3,  /* first fragment of a larger core message  */
+	FERRYI_VERBS_K_MORE = 4,   /* next fragment                            */
 };
 
 /*
  * rdma_cm private data (little-endian). REQ (client) and REP (server) use the same
- * 56-byte layout; REJ carries only the first 12 bytes.
+ * 56-byte layout (56 is all an IB/RoCE REQ carries); REJ carries the first 12 bytes.
  *   off size field
  *   0   4    magic       FERRYI_VERBS_CM_MAGIC
  *   4   1    version     FERRYI_VERBS_CM_VERSION
  *   5   1    kind        FERRYI_VERBS_CM_REQ / _REP / _REJ
- *   6   2    reserved    0
- *   8   4    rx_depth    receive buffers posted = initial credits (REJ: status, i32)
- *   12  4    rx_payload  largest payload one receive buffer takes
- *   16  32   peer info   version, features, idle_timeout_ms, probe_interval_ms (u32),
- *                        max_frame, eager_max (u64)
- *   48  8    node_guid   the sender's device: selects the rkey entry for one-sided ops
+ *   6   2    rx_depth    receive buffers posted = initial credits
+ *   8   4    rx_payload  bytes one receive buffer takes (fragment size); REJ: status
+ *   12  4    version     ferry protocol version      \
+ *   16  4    features    FERRYI_FEAT_*                |
+ *   20  4    idle_timeout_ms                          | struct ferryi_peer_info
+ *   24  4    probe_interval_ms                        |
+ *   28  8    max_frame                                |
+ *   36  4    eager_max   (capped at 2^32-1)           |
+ *   40  4    rx_credit   (capped at 2^32-1: less)    /
+ *   44  8    node_guid   the sender's device: selects the rkey entry for one-sided ops
+ *   52  4    instance    random id of the sender's context instance: an rkey made by
+ *                        anyone else is refused before it reaches the NIC
+ * Every byte is used: a new ferryi_peer_info field needs a smaller encoding of these.
+ * Caps only ever lower what a side advertises, so the peer stays within the limit.
  */
 #define FERRYI_VERBS_CM_MAGIC 0x56595246u /* "FRYV" */
 #define FERRYI_VERBS_CM_VERSION 1u
@@ -101,6 +120,7 @@ struct ferryi_verbs_hs {
 	uint32_t rx_payload;
 	struct ferryi_peer_info info;
 	uint64_t guid;
+	uint32_t instance;
 };
 
 /*
@@ -108,19 +128,30 @@ struct ferryi_verbs_hs {
  *   off size field
  *   0   1    format      FERRYI_VERBS_RKEY_FMT
  *   1   1    ndev        devices (>= 1)
- *   2   2    reserved    0
+ *   2   1    access      FERRY_ACCESS_* the ibv_mrs grant
+ *   3   1    reserved    0
  *   4   4    nchunks     ibv_mrs per device (>= 1)
  *   8   8    base_va     the region's first byte in the owner's address space
  *   16  8    chunk       bytes per ibv_mr (the last one may be shorter)
- *   24  ...  per device: node_guid u64, then rkey u32 x nchunks
- * Chunk i covers [base_va + i*chunk, base_va + (i+1)*chunk).
+ *   24  8    region_len  bytes registered
+ *   32  4    instance    the registering context instance (see the handshake)
+ *   36  4    reserved    0
+ *   40  ...  per device: node_guid u64, then rkey u32 x nchunks
+ *   end 4    check       FNV-1a (32 bit) of every byte before it
+ * Chunk i covers [base_va + i*chunk, base_va + (i+1)*chunk). The NIC is what protects
+ * the region; length, access and check only let the initiator refuse a corrupted or
+ * mismatched blob itself, because on RC a NIC refusal breaks the whole connection.
  */
 #define FERRYI_VERBS_RKEY_FMT 1u
-#define FERRYI_VERBS_RKEY_HDR 24u
+#define FERRYI_VERBS_RKEY_HDR 40u
+#define FERRYI_VERBS_RKEY_TRAILER 4u
 
 struct ferryi_verbs_rkey {
 	uint64_t base_va;
 	uint64_t chunk;
+	uint64_t len;
+	uint32_t instance;
+	unsigned access;
 	uint32_t nchunks;
 	const uint8_t *rkeys; /* nchunks little-endian u32, inside the rkey's blob */
 };
@@ -148,6 +179,7 @@ struct ferryi_verbs_tun {
 	uint32_t tx_bufs;
 	uint32_t sq_depth;
 	uint32_t eager;
+	uint32_t frag;
 	uint32_t inline_max;
 	uint32_t cq_size;
 	uint32_t signal;
@@ -199,6 +231,7 @@ struct ferryi_verbs_inst {
 	struct ferryi_verbs_dev *devs;
 	struct ferryi_verbs_tun tun;
 	uint64_t mr_chunk;             /* chunk size common to every device          */
+	uint32_t instance;             /* random: names this instance to peers        */
 };
 
 struct ferryi_verbs_lp {
@@ -258,13 +291,17 @@ struct ferryi_verbs_ep {
 	struct ferryi_peer_info local; /* what we advertised                          */
 	struct ferryi_peer_info peer;  /* what the peer advertised                   */
 	uint64_t peer_guid;
+	uint32_t peer_instance;
 	uint8_t resp_res, init_depth;  /* RDMA READ resources for rdma_accept       */
 
 	/* receive ring: rx_depth buffers of `stride` bytes, all posted when idle */
 	uint8_t *rx_mem;
 	struct ibv_mr *rx_mr;
 	uint32_t rx_depth, stride, rx_payload;
-	uint32_t rx_posted;            /* receive WRs outstanding (incl. drain)      */
+	uint32_t rx_posted;            /* receive WRs outstanding                     */
+	bool rx_active;                /* a fragmented message is being reassembled   */
+	uint64_t rx_total, rx_got;
+	struct ferryi_rx rx;           /* its destination (ferryi_rx_begin)           */
 	uint32_t *early_idx;           /* arrived before the handshake completed      */
 	uint32_t *early_len;
 	uint32_t nearly;
@@ -286,7 +323,8 @@ struct ferryi_verbs_ep {
 	/* credits */
 	uint32_t tx_credits;           /* receive buffers the peer has for us         */
 	uint32_t peer_rx_depth;
-	uint32_t peer_payload;
+	uint32_t peer_payload;         /* the peer's fragment size                    */
+	uint32_t tx_frag;              /* ours: min(peer's, our bounce buffer)        */
 	uint32_t rx_owed;              /* buffers reposted, not yet granted back      */
 	uint32_t credit_thresh;
 
@@ -358,6 +396,7 @@ int ferryi_verbs_rkey_check(const void *key, size_t len);
 int ferryi_verbs_rkey_parse(const void *key, size_t len, uint64_t guid,
 			    struct ferryi_verbs_rkey *out);
 /* lkey of the ibv_mr holding byte `off` of mr on dev, and the bytes left in that chunk. */
+int ferryi_verbs_reg_error(struct ferry_ctx *ctx, const char *dev, size_t len, int err);
 void ferryi_verbs_mr_use(struct ferryi_prov_inst *pi, struct ferry_mr *mr);
 void ferryi_verbs_mr_unuse(struct ferryi_prov_inst *pi, struct ferry_mr *mr);
 uint32_t ferryi_verbs_mr_lkey(struct ferryi_prov_inst *pi, const struct ferry_mr *mr,

@@ -44,6 +44,7 @@ void ferryi_verbs_hs_local(struct ferryi_verbs_ep *vep, uint8_t kind, struct fer
 	hs->rx_payload = vep->rx_payload;
 	hs->info = vep->local;
 	hs->guid = vep->dev ? vep->dev->guid : 0;
+	hs->instance = vep->vi->instance;
 }
 
 size_t ferryi_verbs_hs_encode(const struct ferryi_verbs_hs *hs, uint8_t *p)
@@ -52,15 +53,17 @@ size_t ferryi_verbs_hs_encode(const struct ferryi_verbs_hs *hs, uint8_t *p)
 	ferryi_put_le32(p, FERRYI_VERBS_CM_MAGIC);
 	p[4] = FERRYI_VERBS_CM_VERSION;
 	p[5] = hs->kind;
-	ferryi_put_le32(p + 8, hs->rx_depth);
-	ferryi_put_le32(p + 12, hs->rx_payload);
-	ferryi_put_le32(p + 16, hs->info.version);
-	ferryi_put_le32(p + 20, hs->info.features);
-	ferryi_put_le32(p + 24, hs->info.idle_timeout_ms);
-	ferryi_put_le32(p + 28, hs->info.probe_interval_ms);
-	ferryi_put_le64(p + 32, hs->info.max_frame);
-	ferryi_put_le64(p + 40, hs->info.eager_max);
-	ferryi_put_le64(p + 48, hs->guid);
+	ferryi_put_le16(p + 6, (uint16_t)FERRYI_MIN(hs->rx_depth, 65535u));
+	ferryi_put_le32(p + 8, hs->rx_payload);
+	ferryi_put_le32(p + 12, hs->info.version);
+	ferryi_put_le32(p + 16, hs->info.features);
+	ferryi_put_le32(p + 20, hs->info.idle_timeout_ms);
+	ferryi_put_le32(p + 24, hs->info.probe_interval_ms);
+	ferryi_put_le64(p + 28, hs->info.max_frame);
+	ferryi_put_le32(p + 36, (uint32_t)FERRYI_MIN(hs->info.eager_max, (uint64_t)UINT32_MAX));
+	ferryi_put_le32(p + 40, (uint32_t)FERRYI_MIN(hs->info.rx_credit, (uint64_t)UINT32_MAX));
+	ferryi_put_le64(p + 44, hs->guid);
+	ferryi_put_le32(p + 52, hs->instance);
 	return FERRYI_VERBS_CM_LEN;
 }
 
@@ -91,22 +94,23 @@ int ferryi_verbs_hs_decode(const void *data, size_t len, uint8_t want_kind,
 	}
 	if (want_kind == FERRYI_VERBS_CM_REJ)
 		return 0;
-	hs->rx_depth = ferryi_get_le32(p + 8);
-	hs->rx_payload = ferryi_get_le32(p + 12);
-	hs->info.version = ferryi_get_le32(p + 16);
-	hs->info.features = ferryi_get_le32(p + 20);
-	hs->info.idle_timeout_ms = ferryi_get_le32(p + 24);
-	hs->info.probe_interval_ms = ferryi_get_le32(p + 28);
-	hs->info.max_frame = ferryi_get_le64(p + 32);
-	hs->info.eager_max = ferryi_get_le64(p + 40);
-	hs->guid = ferryi_get_le64(p + 48);
+	hs->rx_depth = ferryi_get_le16(p + 6);
+	hs->rx_payload = ferryi_get_le32(p + 8);
+	hs->info.version = ferryi_get_le32(p + 12);
+	hs->info.features = ferryi_get_le32(p + 16);
+	hs->info.idle_timeout_ms = ferryi_get_le32(p + 20);
+	hs->info.probe_interval_ms = ferryi_get_le32(p + 24);
+	hs->info.max_frame = ferryi_get_le64(p + 28);
+	hs->info.eager_max = ferryi_get_le32(p + 36);
+	hs->info.rx_credit = ferryi_get_le32(p + 40);
+	hs->guid = ferryi_get_le64(p + 44);
+	hs->instance = ferryi_get_le32(p + 52);
 	if (hs->info.version != FERRYI_PROTO_VERSION) {
 		snprintf(why, why_len, "handshake: peer speaks ferry protocol %u, we speak %u",
 			 hs->info.version, FERRYI_PROTO_VERSION);
 		return FERRY_EVERSION;
 	}
-	if (hs->rx_depth < 4 || hs->rx_depth > 65536 || hs->rx_payload < 64 ||
-	    hs->rx_payload > (1u << 24)) {
+	if (hs->rx_depth < 4 || hs->rx_payload < 1024 || hs->rx_payload > (1u << 24)) {
 		snprintf(why, why_len, "handshake: bad receive ring (%u buffers of %u bytes)",
 			 hs->rx_depth, hs->rx_payload);
 		return FERRY_EPROTO;
@@ -377,6 +381,13 @@ static void cm_connect_request(struct ferryi_verbs_lp *vlp, struct rdma_cm_id *i
 	if (rc < 0) {
 		FERRYI_WARN(ctx, "verbs: connection from %s refused: %s", peer, why);
 		lp->pi->stats.protocol_errors++;
+		cm_reject(id, rc);
+		rdma_destroy_id(id);
+		return;
+	}
+	rc = ferryi_ctx_admission(ctx);
+	if (rc < 0) {
+		FERRYI_INFO(ctx, "verbs: connection from %s refused: %s", peer, ferry_strerror(rc));
 		cm_reject(id, rc);
 		rdma_destroy_id(id);
 		return;

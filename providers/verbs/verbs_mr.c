@@ -43,17 +43,18 @@ static bool has_ipc_lock(void)
 }
 
 /* Translates an ibv_reg_mr failure, naming RLIMIT_MEMLOCK when that is the cause. */
-static int reg_error(struct ferry_ctx *ctx, const char *dev, size_t len, int err)
+int ferryi_verbs_reg_error(struct ferry_ctx *ctx, const char *dev, size_t len, int err)
 {
 	struct rlimit rl;
 	if ((err == ENOMEM || err == EPERM || err == EAGAIN) && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 &&
 	    rl.rlim_cur != RLIM_INFINITY && !has_ipc_lock()) {
+		char hard[32] = "unlimited";
+		if (rl.rlim_max != RLIM_INFINITY)
+			snprintf(hard, sizeof(hard), "%llu", (unsigned long long)rl.rlim_max);
 		FERRYI_ERR(ctx, "verbs: %s: cannot pin %zu bytes: RLIMIT_MEMLOCK is %llu bytes "
-				"(soft; hard %s%llu). Raise it (ulimit -l unlimited, or memlock "
+				"(soft; hard %s). Raise it (ulimit -l unlimited, or memlock "
 				"in /etc/security/limits.conf / LimitMEMLOCK= for systemd)",
-			   dev, len, (unsigned long long)rl.rlim_cur,
-			   rl.rlim_max == RLIM_INFINITY ? "unlimited" : "",
-			   rl.rlim_max == RLIM_INFINITY ? 0ull : (unsigned long long)rl.rlim_max);
+			   dev, len, (unsigned long long)rl.rlim_cur, hard);
 		return FERRY_EPERM;
 	}
 	FERRYI_ERR(ctx, "verbs: %s: ibv_reg_mr(%zu bytes): %s", dev, len, strerror(err));
@@ -85,7 +86,7 @@ int ferryi_verbs_mr_reg(struct ferryi_prov_inst *pi, struct ferry_mr *mr)
 		access |= IBV_ACCESS_REMOTE_READ;
 	if (mr->access & FERRY_ACCESS_REMOTE_WRITE)
 		access |= IBV_ACCESS_REMOTE_WRITE;
-	uint64_t nchunks = (mr->len + vi->mr_chunk - 1) / vi->mr_chunk;
+	uint64_t nchunks = mr->len / vi->mr_chunk + (mr->len % vi->mr_chunk != 0);
 	if (nchunks > UINT32_MAX)
 		return FERRY_EINVAL;
 	vm->ndev = (uint32_t)vi->ndev;
@@ -105,7 +106,8 @@ int ferryi_verbs_mr_reg(struct ferryi_prov_inst *pi, struct ferry_mr *mr)
 			size_t len = (size_t)FERRYI_MIN((uint64_t)mr->len - off, vm->chunk);
 			struct ibv_mr *m = ibv_reg_mr(dev->pd, (uint8_t *)mr->addr + off, len, access);
 			if (!m) {
-				rc = reg_error(pi->ctx, dev->name, len, errno ? errno : ENOMEM);
+				rc = ferryi_verbs_reg_error(pi->ctx, dev->name, len,
+							    errno ? errno : ENOMEM);
 				mr_free(vm);
 				return rc;
 			}
@@ -160,6 +162,16 @@ uint32_t ferryi_verbs_mr_lkey(struct ferryi_prov_inst *pi, const struct ferry_mr
 	return m->lkey;
 }
 
+static uint32_t fnv1a32(const uint8_t *p, size_t n)
+{
+	uint32_t h = 0x811c9dc5u;
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x01000193u;
+	}
+	return h;
+}
+
 int ferryi_verbs_mr_pack(struct ferryi_prov_inst *pi, const struct ferry_mr *mr, void *buf,
 			 size_t len)
 {
@@ -168,24 +180,30 @@ int ferryi_verbs_mr_pack(struct ferryi_prov_inst *pi, const struct ferry_mr *mr,
 	uint8_t *p = buf;
 	uint32_t ndev = 0;
 
-	if (!vm->mrs)
+	if (!vm->mrs || vm->dereg_pending)
 		return FERRY_EINVAL;
 	for (int d = 0; d < vi->ndev; d++)
 		ndev += vi->devs[d].usable && vm->mrs[(size_t)d * vm->nchunks] != NULL;
-	size_t need = FERRYI_VERBS_RKEY_HDR + (size_t)ndev * (8 + 4 * (size_t)vm->nchunks);
+	size_t need = FERRYI_VERBS_RKEY_HDR + (size_t)ndev * (8 + 4 * (size_t)vm->nchunks) +
+		      FERRYI_VERBS_RKEY_TRAILER;
 	if (ndev == 0 || ndev > 255)
 		return FERRY_EINVAL;
 	if (need > len) {
 		FERRYI_WARN(pi->ctx, "verbs: rkey of a region in %u ibv_mrs needs %zu bytes, "
-				     "%zu left in the blob", vm->nchunks, need, len);
+				     "%zu left in the blob (raise FERRY_VERBS_MR_CHUNK)",
+			    vm->nchunks, need, len);
 		return FERRY_ENOBUFS;
 	}
 	p[0] = FERRYI_VERBS_RKEY_FMT;
 	p[1] = (uint8_t)ndev;
-	ferryi_put_le16(p + 2, 0);
+	p[2] = (uint8_t)(mr->access & (FERRY_ACCESS_REMOTE_READ | FERRY_ACCESS_REMOTE_WRITE));
+	p[3] = 0;
 	ferryi_put_le32(p + 4, vm->nchunks);
 	ferryi_put_le64(p + 8, (uint64_t)(uintptr_t)mr->addr);
 	ferryi_put_le64(p + 16, vm->chunk);
+	ferryi_put_le64(p + 24, mr->len);
+	ferryi_put_le32(p + 32, vi->instance);
+	ferryi_put_le32(p + 36, 0);
 	p += FERRYI_VERBS_RKEY_HDR;
 	for (int d = 0; d < vi->ndev; d++) {
 		if (!vi->devs[d].usable || !vm->mrs[(size_t)d * vm->nchunks])
@@ -195,25 +213,33 @@ int ferryi_verbs_mr_pack(struct ferryi_prov_inst *pi, const struct ferry_mr *mr,
 		for (uint32_t c = 0; c < vm->nchunks; c++, p += 4)
 			ferryi_put_le32(p, vm->mrs[(size_t)d * vm->nchunks + c]->rkey);
 	}
+	ferryi_put_le32(p, fnv1a32(buf, need - FERRYI_VERBS_RKEY_TRAILER));
 	return (int)need;
 }
 
 int ferryi_verbs_rkey_check(const void *key, size_t len)
 {
 	const uint8_t *p = key;
-	if (len < FERRYI_VERBS_RKEY_HDR || p[0] != FERRYI_VERBS_RKEY_FMT || p[1] == 0 ||
-	    ferryi_get_le16(p + 2) != 0)
+	if (len < FERRYI_VERBS_RKEY_HDR + FERRYI_VERBS_RKEY_TRAILER ||
+	    p[0] != FERRYI_VERBS_RKEY_FMT || p[1] == 0 || p[3] != 0 ||
+	    (p[2] & ~(FERRY_ACCESS_REMOTE_READ | FERRY_ACCESS_REMOTE_WRITE)))
 		return FERRY_EPROTO;
 	uint64_t nchunks = ferryi_get_le32(p + 4);
+	uint64_t base = ferryi_get_le64(p + 8);
 	uint64_t chunk = ferryi_get_le64(p + 16);
-	if (nchunks == 0 || chunk == 0)
+	uint64_t rlen = ferryi_get_le64(p + 24);
+	if (nchunks == 0 || chunk == 0 || rlen == 0 || ferryi_get_le32(p + 36) != 0)
 		return FERRY_EPROTO;
 	/* Exact length, computed in 64 bits: no overflow for any 32-bit nchunks. */
-	if ((uint64_t)len != FERRYI_VERBS_RKEY_HDR + (uint64_t)p[1] * (8 + 4 * nchunks))
+	if ((uint64_t)len != FERRYI_VERBS_RKEY_HDR + (uint64_t)p[1] * (8 + 4 * nchunks) +
+				     FERRYI_VERBS_RKEY_TRAILER)
 		return FERRY_EPROTO;
-	/* The chunks must fit the address space they describe. */
-	uint64_t base = ferryi_get_le64(p + 8);
-	if (chunk > UINT64_MAX / nchunks || base > UINT64_MAX - (nchunks - 1) * chunk)
+	if (ferryi_get_le32(p + len - FERRYI_VERBS_RKEY_TRAILER) !=
+	    fnv1a32(p, len - FERRYI_VERBS_RKEY_TRAILER))
+		return FERRY_EPROTO;
+	/* The chunks cover exactly the region, inside the address space. */
+	if (chunk > UINT64_MAX / nchunks || rlen > chunk * nchunks ||
+	    rlen <= chunk * (nchunks - 1) || base > UINT64_MAX - rlen)
 		return FERRY_EPROTO;
 	return 0;
 }
@@ -224,11 +250,15 @@ int ferryi_verbs_rkey_parse(const void *key, size_t len, uint64_t guid,
 	const uint8_t *p = key;
 	if (ferryi_verbs_rkey_check(key, len) < 0)
 		return FERRY_EBADKEY;
+	out->access = p[2];
 	out->nchunks = ferryi_get_le32(p + 4);
 	out->base_va = ferryi_get_le64(p + 8);
 	out->chunk = ferryi_get_le64(p + 16);
+	out->len = ferryi_get_le64(p + 24);
+	out->instance = ferryi_get_le32(p + 32);
+	unsigned ndev = p[1];
 	p += FERRYI_VERBS_RKEY_HDR;
-	for (unsigned d = 0; d < ((const uint8_t *)key)[1]; d++) {
+	for (unsigned d = 0; d < ndev; d++) {
 		if (ferryi_get_le64(p) == guid) {
 			out->rkeys = p + 8;
 			return 0;

@@ -83,10 +83,12 @@ static void tun_load(struct ferry_ctx *ctx, struct ferryi_verbs_tun *t)
 	t->sq_depth = (uint32_t)tun_env(ctx, "FERRY_VERBS_SQ_DEPTH", 128, 8, 16384);
 	t->eager = (uint32_t)tun_env(ctx, "FERRY_VERBS_EAGER", FERRYI_VERBS_EAGER_MAX, 64,
 				     FERRYI_VERBS_EAGER_MAX);
+	/* >= 1 KiB: a rendezvous announce (rkey blob) must fit one fragment. */
+	t->frag = (uint32_t)tun_env(ctx, "FERRY_VERBS_FRAG", 8192, 1024, 65536);
 	t->inline_max = (uint32_t)tun_env(ctx, "FERRY_VERBS_INLINE", 256, 0, 4096);
 	t->cq_size = (uint32_t)tun_env(ctx, "FERRY_VERBS_CQ_SIZE", 8192, 64, 1u << 22);
 	t->signal = (uint32_t)tun_env(ctx, "FERRY_VERBS_SIGNAL", 0, 0, 4096);
-	t->max_msg = tun_env(ctx, "FERRY_VERBS_MAX_MSG", 0, 0, UINT32_MAX);
+	t->max_msg = tun_env(ctx, "FERRY_VERBS_MAX_MSG", 1u << 20, 4096, UINT32_MAX);
 	t->mr_chunk = tun_env(ctx, "FERRY_VERBS_MR_CHUNK", 0, 0, UINT64_MAX);
 	t->linger_ms = (uint32_t)tun_env(ctx, "FERRY_VERBS_LINGER_MS", 1000, 0, 600000);
 	t->drain_ms = (uint32_t)tun_env(ctx, "FERRY_VERBS_DRAIN_MS", 2000, 10, 600000);
@@ -201,6 +203,7 @@ static int verbs_inst_init(struct ferryi_prov_inst *pi)
 	memset(vi, 0, sizeof(*vi));
 	vi->pi = pi;
 	vi->cm_ph.fd = -1;
+	vi->instance = (uint32_t)ferryi_random64();
 	tun_load(ctx, &vi->tun);
 
 	vi->rdevs = rdma_get_devices(&n);
@@ -256,8 +259,8 @@ static int verbs_inst_init(struct ferryi_prov_inst *pi)
 	if (rc < 0)
 		goto err;
 	vi->cm_polled = true;
-	FERRYI_DBG(ctx, "verbs: %d device(s) usable; rx depth %u, eager %u, sq %u",
-		   usable, vi->tun.rx_depth, vi->tun.eager, vi->tun.sq_depth);
+	FERRYI_DBG(ctx, "verbs: %d device(s) usable; rx depth %u x %u B, eager %u, sq %u",
+		   usable, vi->tun.rx_depth, vi->tun.frag, vi->tun.eager, vi->tun.sq_depth);
 	return 0;
 
 err:
@@ -300,6 +303,18 @@ static void info_append(char *buf, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
+static const char *port_state(enum ibv_port_state st)
+{
+	switch (st) {
+	case IBV_PORT_DOWN: return "DOWN";
+	case IBV_PORT_INIT: return "INIT";
+	case IBV_PORT_ARMED: return "ARMED";
+	case IBV_PORT_ACTIVE: return "ACTIVE";
+	case IBV_PORT_ACTIVE_DEFER: return "ACTIVE_DEFER";
+	default: return "UNKNOWN";
+	}
+}
+
 /* The netdev behind a port: RoCE names it per GID, IPoIB sits under device/net. */
 static int port_netdev(const char *dev, int port, char *out, size_t len)
 {
@@ -325,7 +340,9 @@ static int port_netdev(const char *dev, int port, char *out, size_t len)
 		while ((e = readdir(d))) {
 			if (e->d_name[0] == '.')
 				continue;
-			snprintf(out, len, "%s", e->d_name);
+			size_t n = strnlen(e->d_name, len - 1);
+			memcpy(out, e->d_name, n);
+			out[n] = '\0';
 			closedir(d);
 			return 0;
 		}
@@ -396,7 +413,7 @@ static void verbs_info(struct ferry_provider_info *info)
 			active += pa.state == IBV_PORT_ACTIVE;
 			info_append(info->detail, sizeof(info->detail), "%s%s port %d %s",
 				    strlen(info->detail) ? "; " : "", name, port,
-				    ibv_port_state_str(pa.state));
+				    port_state(pa.state));
 			if (port_netdev(name, port, nd, sizeof(nd)) == 0) {
 				info_append(info->detail, sizeof(info->detail), " %s", nd);
 				info_netdev_ips(nd, info->detail, sizeof(info->detail));
