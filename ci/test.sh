@@ -8,6 +8,7 @@
 #   release   RelWithDebInfo build, warnings as errors, ctest
 #   asan      AddressSanitizer + UndefinedBehaviorSanitizer build (assertions on), ctest
 #   tsan      ThreadSanitizer build, only the tests labelled `threads`
+#   fuzz      clang + libFuzzer build of tests/fuzz, each harness for ~10 s (label fuzz)
 #   softroce  ci/softroce.sh: the verbs suite on soft-RoCE (a qemu VM here)
 # The last line is "N passed, N failed, N skipped", summed over every stage's tests.
 # A stage that fails outside its tests (configure, build, a script without counts)
@@ -18,7 +19,8 @@
 #   FERRY_BUILD_ROOT          where the build trees go (default: build)
 #   FERRY_TEST_EXCLUDE_LABELS ctest labels left out (default: soak|bench)
 #   FERRY_TEST_DEPS=0         do not run ci/install-deps.sh
-#   FERRY_TEST_ASAN=0, FERRY_TEST_TSAN=0, FERRY_TEST_SOFTROCE=0   skip that stage
+#   FERRY_TEST_ASAN=0, FERRY_TEST_TSAN=0, FERRY_TEST_FUZZ=0, FERRY_TEST_SOFTROCE=0
+#                             skip that stage
 #   FERRY_TEST_JOBS           parallel build and test jobs (default: 2)
 #   FERRY_TEST_TIMEOUT        default per-test timeout in seconds (default: 900)
 set -uo pipefail
@@ -196,6 +198,26 @@ else
 		TOT_F=$((TOT_F + 1))
 		stage_end tsan failed "$REASON after $(dur $((SECONDS - t0))) (counted as 1 failed)"
 	fi
+fi
+
+# ------------------------------------------------------------------ fuzz smoke
+# libFuzzer needs clang: a separate tree built with FERRY_FUZZ=ON (only the harnesses),
+# each target run for a bounded time from a copy of the seed corpus (tests/fuzz).
+t0=$SECONDS
+FUZZ_DIR=$BUILD_ROOT/ci-fuzz
+if [ "${FERRY_TEST_FUZZ:-1}" = 0 ]; then
+	stage_end fuzz skipped "FERRY_TEST_FUZZ=0"
+elif ! command -v clang >/dev/null; then
+	stage_end fuzz skipped "clang is not installed: no libFuzzer"
+elif CC=clang build_tree "$FUZZ_DIR" -DFERRY_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
+	"-DCMAKE_C_FLAGS_DEBUG=-O1 -g"; then
+	CTEST_ENV=("${SAN_ENV[@]}")
+	ctest_stage fuzz "$FUZZ_DIR" -L '^fuzz$'
+	ensure_stage fuzz
+	CTEST_ENV=()
+else
+	TOT_F=$((TOT_F + 1))
+	stage_end fuzz failed "$REASON after $(dur $((SECONDS - t0))) (counted as 1 failed)"
 fi
 
 # ------------------------------------------------------------------ soft-RoCE

@@ -252,6 +252,7 @@ struct ferry_ep {
 	bool pooled;                       /* in ctx->pool                             */
 	bool accepted;                     /* came from a listener                     */
 	bool user_closed;
+	bool closing;                      /* ferryi_ep_begin_close entered           */
 	uint64_t incarnation;              /* increases with every new connection      */
 	char peer[FERRYI_URI_MAX];         /* peer URI (as dialled / as accepted)      */
 	char pool_key[FERRYI_URI_MAX];     /* URI the pool knows it by                 */

@@ -100,8 +100,13 @@ void ferryi_ep_begin_close(struct ferry_ep *ep, int status, bool graceful,
 			   enum ferry_event_type ev, const char *detail)
 {
 	struct ferry_ctx *ctx = ep->ctx;
-	if (ep->state == FERRYI_EP_CLOSED)
+	/*
+	 * Not re-entrant: the goodbye below may fail at once and report the failure
+	 * through ferryi_ep_failed(), which lands here again. The first close wins.
+	 */
+	if (ep->state == FERRYI_EP_CLOSED || ep->closing)
 		return;
+	ep->closing = true;
 	bool was_connected = ep->state == FERRYI_EP_CONNECTED;
 	if (!was_connected)
 		ctx->handshaking--;
@@ -331,6 +336,23 @@ static void pool_insert(struct ferry_ep *ep, const char *key)
 	}
 }
 
+static int pool_key(const char *uri, char *key, size_t len)
+{
+	struct ferryi_addr list[8];
+	int n = ferryi_addr_parse_list(uri, list, (int)FERRYI_ARRAY_LEN(list));
+	size_t off = 0;
+	if (n < 0)
+		return n;
+	key[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		int w = snprintf(key + off, len - off, "%s%s", i ? "," : "", list[i].uri);
+		if (w < 0 || (size_t)w >= len - off)
+			return FERRY_EINVAL;
+		off += (size_t)w;
+	}
+	return 0;
+}
+
 /* Candidate URIs in order, after auto:// expansion and the fallback policy. */
 static int connect_candidates(struct ferry_ctx *ctx, const char *uri, struct ferryi_addr *out,
 			      int max)
@@ -457,9 +479,16 @@ int ferry_connect(struct ferry_ctx *ctx, const char *uri, const struct ferry_con
 	int timeout_ms = attr && attr->timeout_ms > 0 ? attr->timeout_ms
 						      : (int)ctx->cfg.connect_timeout_ms;
 
+	/* The pool knows endpoints by the normalised URI list ("TCP://h:1" = "tcp://h:1"). */
+	char key[FERRYI_URI_MAX];
+	rc = pool_key(uri, key, sizeof(key));
+	if (rc < 0) {
+		FERRYI_WARN(ctx, "connect: bad URI '%s'", uri);
+		return rc;
+	}
 	ferryi_ctx_lock(ctx);
 	if (!(flags & FERRY_CONNECT_PRIVATE)) {
-		struct ferry_ep *ep = pool_find(ctx, uri);
+		struct ferry_ep *ep = pool_find(ctx, key);
 		if (ep) {
 			/* Look-up and hold in one step, under the lock the reaper needs too. */
 			ferryi_ep_ref(ep);
@@ -514,7 +543,7 @@ int ferry_connect(struct ferry_ctx *ctx, const char *uri, const struct ferry_con
 			rc = connect_once(ctx, pi, a, deadline, &ep);
 			if (rc == 0) {
 				if (!(flags & FERRY_CONNECT_PRIVATE))
-					pool_insert(ep, uri);
+					pool_insert(ep, key);
 				if (attempt > 1)
 					pi->stats.reconnects++;
 				ferryi_ctx_unlock(ctx);
