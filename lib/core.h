@@ -255,6 +255,7 @@ struct ferry_ep {
 	bool closing;                      /* ferryi_ep_begin_close entered           */
 	uint64_t incarnation;              /* increases with every new connection      */
 	char peer[FERRYI_URI_MAX];         /* peer URI (as dialled / as accepted)      */
+	char scheme[32];                   /* ferry_ep_provider(): "tcp", "ofi+shm"    */
 	char pool_key[FERRYI_URI_MAX];     /* URI the pool knows it by                 */
 	struct ferryi_peer_info peer_info; /* valid once connected                     */
 	struct ferry_listener *listener;   /* accepted from (not held)                 */

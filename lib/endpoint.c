@@ -67,6 +67,12 @@ struct ferry_ep *ferryi_ep_alloc(struct ferry_ctx *ctx, struct ferryi_prov_inst 
 	atomic_init(&ep->refs, 1); /* the provider's */
 	ep->incarnation = ++ctx->incarnation;
 	snprintf(ep->peer, sizeof(ep->peer), "%s", peer);
+	/* What it runs on, as its URI names it: "tcp", "verbs", "ofi+shm". */
+	size_t slen = strcspn(peer, ":");
+	if (!strstr(peer, "://") || slen == 0 || slen >= sizeof(ep->scheme))
+		snprintf(ep->scheme, sizeof(ep->scheme), "%s", pi->prov->name);
+	else
+		snprintf(ep->scheme, sizeof(ep->scheme), "%.*s", (int)slen, peer);
 	ferryi_list_init(&ep->ops);
 	ferryi_list_init(&ep->recvs);
 	ferryi_list_init(&ep->unexpected);
@@ -254,7 +260,7 @@ void ferry_ep_close(struct ferry_ep *ep)
 
 const char *ferry_ep_provider(const struct ferry_ep *ep)
 {
-	return ep ? ep->pi->prov->name : NULL;
+	return ep ? ep->scheme : NULL;
 }
 
 const char *ferry_ep_peer(const struct ferry_ep *ep)
@@ -394,12 +400,19 @@ static int connect_candidates(struct ferry_ctx *ctx, const char *uri, struct fer
 	return count;
 }
 
+/*
+ * Whether a scheme is RDMA for the fallback policy. A provider may serve several
+ * fabrics (ofi+tcp, ofi+verbs): then the fabric named in the scheme decides.
+ */
 static bool scheme_is_rdma(struct ferry_ctx *ctx, const char *scheme)
 {
+	const char *plus = strchr(scheme, '+');
+	if (plus)
+		return strncmp(plus + 1, "verbs", 5) == 0;
 	struct ferryi_prov_inst *pi = ferryi_ctx_inst_by_scheme(ctx, scheme);
 	if (pi)
 		return pi->prov->caps & FERRYI_CAP_RDMA;
-	return strcmp(scheme, "verbs") == 0 || strcmp(scheme, "ofi+verbs") == 0;
+	return strcmp(scheme, "verbs") == 0;
 }
 
 /*

@@ -3,8 +3,11 @@
  *
  *   ofi_provider.c  ops table, instance (one fabric + domain per libfabric provider
  *                   in use: "doms"), info()
- *   ofi_ep.c        ports (fabric endpoints), connections, messages, credits,
- *                   one-sided operations
+ *   ofi_ep.c        endpoints: the design notes, eager messages, credits, the
+ *                   receive path, close
+ *   ofi_cm.c        connection setup: hello handshake, connect, listen
+ *   ofi_port.c      ports (fabric endpoints), AV entries, buffers, control queue
+ *   ofi_rma.c       one-sided operations and the checked protocol
  *   ofi_mr.c        registration for every mr_mode bit, rkey packing
  *   ofi_cq.c        completion queues, wait fds and doorbells, error translation,
  *                   EAGAIN retry
@@ -40,6 +43,10 @@
 #define OFI_ADDR_MAX 128u        /* largest fabric address we carry                 */
 #define OFI_RAW_KEY_MAX 64u      /* largest FI_MR_RAW key we pack                   */
 #define OFI_RMA_PIECE_MAX (1ull << 30) /* one fi_write/fi_read moves at most this   */
+#define OFI_RMA_PIECE (4ull << 20)     /* ... and we post pieces of this size: each
+					  completion shows the peer alive to probes */
+#define OFI_RMA_WINDOW 4u              /* pieces per window of an op: what may stand
+					  in a stream in front of a probe or its answer */
 #define OFI_SHM_PORT_MIN 20000u  /* ofi+shm://h:0 picks a port in [MIN, MIN+RANGE) */
 #define OFI_SHM_PORT_RANGE 40000u
 
@@ -88,7 +95,9 @@ struct ofi_dom {
 	bool wait_fd;                /* its CQs can give an fd (FI_WAIT_FD)             */
 	bool is_shm;                 /* names instead of sockaddrs; doorbells           */
 	bool is_verbs;
+	bool write_dc;               /* writes complete once delivered (FI_DELIVERY_COMPLETE) */
 	struct ofi_port *client;     /* for our own connects, created on first use      */
+	unsigned leaked;             /* ports left open (see ofi_port_destroy)          */
 	struct ferryi_list ports;
 };
 
@@ -101,6 +110,11 @@ struct ofi_peer {
 	uint8_t addr[OFI_ADDR_MAX];
 	struct sockaddr_un db;       /* shm: the peer port's doorbell                  */
 	socklen_t dblen;
+	uint64_t local_uid;          /* shm: a port of this process (0: elsewhere)      */
+	unsigned ctl_queued;         /* control messages waiting for this peer          */
+	unsigned eps;                /* ferry endpoints using it                        */
+	bool removed;                /* its AV entry is gone: never post to fa again    */
+	uint64_t ctl_pass;           /* flush pass in which it hit EAGAIN               */
 };
 
 /* A send buffer (bounce buffer): header + payload, registered with the port. */
@@ -110,6 +124,7 @@ struct ofi_txbuf {
 	struct ofi_port *port;
 	struct ferry_ep *ep;          /* NULL once detached (ep gone, or no ep)         */
 	struct ferryi_op *op;         /* send op completed with this buffer, or NULL   */
+	struct ofi_peer *peer;        /* held while libfabric has the buffer           */
 	void *desc;
 	uint8_t kind;                 /* what it carries (OFI_K_*)                     */
 	uint32_t len;
@@ -137,6 +152,7 @@ struct ofi_ctl {
 	struct ferry_ep *ep;           /* for credits and completion, or NULL */
 	uint8_t kind;
 	uint64_t dst, tag, aux;
+	uint64_t deadline_ns;          /* dropped if libfabric refuses it until then */
 	uint32_t len;
 	uint8_t payload[OFI_ADDR_MAX + 96];
 };
@@ -150,6 +166,7 @@ struct ofi_port {
 	struct ferryi_list_node link;  /* dom->ports */
 	struct ofi_dom *dom;
 	struct ferryi_listener_part *lp; /* accepting; NULL for the client port */
+	char scheme[32];               /* "ofi+tcp", ... for peer URIs          */
 	unsigned refs;                 /* endpoints + listener + client role    */
 	uint32_t ksid;
 	bool closing;
@@ -159,6 +176,8 @@ struct ofi_port {
 	uint8_t name[OFI_ADDR_MAX];
 	size_t namelen;
 	char shm_name[OFI_ADDR_MAX];   /* shm: our region name                 */
+	uint64_t shm_uid;              /* shm: our entry in the process registry */
+	struct ferryi_list_node shm_link;
 	/* readiness: the CQ's wait fd, or (shm) our doorbell socket */
 	struct ferryi_poll_handle ph;
 	bool polled;
@@ -173,10 +192,12 @@ struct ofi_port {
 	struct ofi_txchunk *chunks;
 	unsigned ntx, tx_out;
 	struct ferryi_list tx_free;
-	struct ferryi_list ctlq;       /* struct ofi_ctl */
+	struct ferryi_list ctlq;       /* struct ofi_ctl, in order per peer */
+	uint64_t ctl_pass;
 	struct ferryi_list blocked;    /* ofi_ep with sends waiting for a buffer/EAGAIN */
 	struct ferryi_list rma_retry;  /* struct ofi_rma with pieces to post    */
 	unsigned rma_out;              /* RMA pieces in flight                  */
+	unsigned orphan_holds;         /* peer transfers cut off by a close     */
 	/* retry of work that hit EAGAIN, and polling where there is no fd */
 	struct ferryi_timer timer;
 	uint64_t backoff_ns;
@@ -212,6 +233,7 @@ struct ofi_ep {
 	uint32_t remote_ksid;
 	uint32_t credits;              /* messages we may still send            */
 	uint32_t owed;                 /* credits to give back to the peer      */
+	uint32_t rx_granted;           /* credits the peer still holds from us  */
 	bool credit_msg_out;           /* an OFI_K_CREDIT is queued            */
 	struct ferryi_list txq;        /* ops waiting to go (op->qlink)         */
 	struct ferryi_list_node blocked_link;
@@ -219,10 +241,12 @@ struct ofi_ep {
 	struct ferryi_list rmas;       /* our ofi_rma (oep_link)                */
 	struct ferryi_list holds;
 	uint64_t next_hold;
-	bool closing;
+	bool closing, gone;
 	int close_reason;
-	struct ferryi_timer grace;
-	struct ferryi_peer_info local;
+	struct ferryi_poll_handle probe; /* refused-connect probe (tcp), fd -1 */
+	bool probed;
+	struct ferryi_peer_info local;  /* what we advertised                  */
+	struct ferryi_peer_info remote; /* what the peer advertised            */
 };
 
 /* Phases of a one-sided op. */
@@ -244,9 +268,11 @@ struct ofi_rma {
 	enum ofi_rma_state state;
 	bool write;
 	bool checked;
+	bool refused;                   /* the target said no (the link is fine) */
 	int status;                     /* first error                         */
 	uint64_t hold_id;
 	uint64_t raddr, rkey;           /* target address (of offset 0 of op) and key */
+	uint64_t region_key;            /* what the target checks (checked mode)  */
 	bool raw_mapped;
 	uint64_t next;                  /* bytes posted so far                 */
 	unsigned out;                   /* pieces in flight                    */
@@ -309,7 +335,10 @@ struct fi_info *ofi_hints(const char *prov_name);
 
 /* ofi_cq.c */
 int ofi_port_cq_open(struct ofi_port *port);
+void ofi_port_unwatch(struct ofi_port *port);
 void ofi_port_cq_close(struct ofi_port *port);
+void ofi_port_timer_init(struct ofi_port *port);
+int ofi_port_watch(struct ofi_port *port);
 int ofi_port_progress(struct ofi_port *port);
 void ofi_port_kick(struct ofi_port *port, uint64_t delay_ns);
 void ofi_ring(struct ofi_port *port, struct ofi_peer *peer);
@@ -360,6 +389,7 @@ void ofi_mr_drop_dom(struct ofi_inst *oi, struct ofi_dom *dom);
 void *ofi_mr_desc(struct ofi_port *port, struct ferry_mr *mr);
 /* Finds the target key for ksid in an rkey's ofi part. */
 struct ofi_rkey_ent {
+	uint64_t region_key;            /* the core's id of the region (mr->key) */
 	uint32_t ksid;
 	bool virt, raw;
 	uint64_t base, len;
@@ -367,5 +397,114 @@ struct ofi_rkey_ent {
 	const uint8_t *key;
 };
 int ofi_rkey_find(const struct ferry_rkey *rk, uint32_t ksid, struct ofi_rkey_ent *out);
+
+
+/* ------------------------------------------------------------------ wire header */
+
+#define OFI_RMA_REQ_LEN 36
+
+struct ofi_hdr {
+	uint8_t kind, mtype, mflags;
+	uint32_t credits;
+	uint64_t dst, tag, aux;
+};
+
+static inline void ofi_hdr_put(uint8_t *b, const struct ofi_hdr *h)
+{
+	b[0] = h->kind;
+	b[1] = h->mtype;
+	b[2] = h->mflags;
+	b[3] = 0;
+	ferryi_put_le32(b + 4, h->credits);
+	ferryi_put_le64(b + 8, h->dst);
+	ferryi_put_le64(b + 16, h->tag);
+	ferryi_put_le64(b + 24, h->aux);
+}
+
+static inline void ofi_hdr_get(const uint8_t *b, struct ofi_hdr *h)
+{
+	h->kind = b[0];
+	h->mtype = b[1];
+	h->mflags = b[2];
+	h->credits = ferryi_get_le32(b + 4);
+	h->dst = ferryi_get_le64(b + 8);
+	h->tag = ferryi_get_le64(b + 16);
+	h->aux = ferryi_get_le64(b + 24);
+}
+
+/* A status from the wire: a known ferry code, else EPROTO. */
+static inline int ofi_wire_status(uint64_t v)
+{
+	int64_t st = (int64_t)v;
+	if (st == 0)
+		return 0;
+	if (st < 0 && st > -100000 && strcmp(ferry_errname((int)st), "UNKNOWN") != 0)
+		return (int)st;
+	return FERRY_EPROTO;
+}
+
+/* Credits we owe the peer ride on whatever we send it. */
+static inline uint32_t ofi_take_owed(struct ofi_ep *oep)
+{
+	uint32_t c = oep->owed;
+	oep->rx_granted += c;
+	oep->owed = 0;
+	return c;
+}
+
+static inline void ofi_give_back_owed(struct ofi_ep *oep, uint32_t c)
+{
+	oep->rx_granted -= c;
+	oep->owed += c;
+}
+
+/* ------------------------------------------------------------------ across files */
+
+/* ofi_port.c */
+bool ofi_post_begin(struct ofi_peer *peer);
+void ofi_post_end(struct ofi_peer *peer);
+uint64_t ofi_eager_limit(const struct ofi_port *port, const struct ofi_peer *peer,
+			 uint64_t want);
+int ofi_peer_get(struct ofi_port *port, const void *addr, size_t len,
+		 struct ofi_peer **out);
+void ofi_peer_put(struct ofi_port *port, struct ofi_peer *peer);
+void ofi_peer_cut(struct ofi_port *port, struct ofi_peer *peer);
+struct ofi_txbuf *ofi_tx_get(struct ofi_port *port);
+void ofi_tx_put(struct ofi_port *port, struct ofi_txbuf *tb);
+
+int ofi_tx_post(struct ofi_port *port, struct ofi_peer *peer, struct ofi_txbuf *tb);
+void ofi_ctl_free(struct ofi_port *port, struct ofi_ctl *cl);
+void ofi_ctl_flush(struct ofi_port *port);
+int ofi_ctl_queue(struct ofi_port *port, struct ofi_peer *peer, struct ferry_ep *ep,
+		  uint8_t kind, uint64_t dst, uint64_t tag, uint64_t aux,
+		  const void *payload, size_t len);
+
+int ofi_client_port(struct ofi_dom *dom, struct ofi_port **out);
+
+/* ofi_cm.c */
+void ofi_probe_stop(struct ofi_ep *oep);
+void ofi_probe_start(struct ofi_ep *oep);
+void ofi_on_connreq(struct ofi_port *port, const struct ofi_hdr *h, const uint8_t *pl,
+		    size_t plen);
+void ofi_on_connack(struct ofi_ep *oep, const uint8_t *pl, size_t plen);
+
+/* ofi_rma.c */
+void ofi_free_rma(struct ofi_port *port, struct ofi_rma *r, bool owner_alive);
+void ofi_rma_build_req(struct ofi_rma *r, uint8_t *p);
+void ofi_rma_post(struct ofi_rma *r);
+void ofi_rma_finish(struct ofi_rma *r);
+void ofi_on_rma_req(struct ofi_ep *oep, const struct ofi_hdr *h, const uint8_t *pl,
+		    size_t plen);
+void ofi_on_rma_ack(struct ofi_ep *oep, const struct ofi_hdr *h, const uint8_t *pl,
+		    size_t plen);
+void ofi_on_rma_done(struct ofi_ep *oep, const struct ofi_hdr *h);
+
+/* ofi_ep.c */
+void ofi_ep_init(struct ofi_ep *oep, struct ferry_ep *ep);
+int ofi_conn_add(struct ofi_inst *oi, struct ofi_ep *oep);
+void ofi_conn_del(struct ofi_inst *oi, struct ofi_ep *oep);
+void ofi_ep_up(struct ofi_ep *oep);
+void ofi_ep_maybe_gone(struct ofi_ep *oep);
+void ofi_ep_flush(struct ofi_ep *oep);
 
 #endif /* FERRY_OFI_H */

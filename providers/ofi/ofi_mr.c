@@ -22,7 +22,9 @@
  *                    maps them with fi_mr_map_raw for each op and unmaps after
  *
  * Our part of an rkey blob (little-endian):
- *   0 u8 version (1)   1 u8 entry count
+ *   0 u8 version (1)   1 u8 entry count   2 u16 0   4 u32 0
+ *   8 u64 the core's region key (mr->key): what the target checks one-sided requests
+ *         against (ferryi_mr_remote_get); the core's blob header does not carry it
  *   entries: u32 ksid, u8 flags (1 = virt addr, 2 = raw key), u8 0, u16 key length,
  *            u64 base address (raw: what fi_mr_raw_attr returned), u64 length,
  *            key bytes (8 for a plain key, up to OFI_RAW_KEY_MAX raw)
@@ -34,6 +36,7 @@
 #include <string.h>
 
 #define MR_PACK_VERSION 1
+#define MR_PACK_HDR 16
 #define MR_ENT_HDR 24
 #define MR_F_VIRT 1u
 #define MR_F_RAW 2u
@@ -254,10 +257,10 @@ int ofi_mr_pack(struct ferryi_prov_inst *pi, const struct ferry_mr *mr, void *bu
 {
 	const struct ofi_mr *om = ferryi_mr_priv(mr, pi);
 	uint8_t *p = buf;
-	size_t off = 2;
+	size_t off = MR_PACK_HDR;
 	int nent = 0;
 
-	if (len < 2)
+	if (len < MR_PACK_HDR)
 		return FERRY_ENOBUFS;
 	if (om->mr != mr)
 		return FERRY_EINVAL;
@@ -293,16 +296,19 @@ int ofi_mr_pack(struct ferryi_prov_inst *pi, const struct ferry_mr *mr, void *bu
 		off += MR_ENT_HDR + keylen;
 		nent++;
 	}
+	memset(p, 0, 8);
 	p[0] = MR_PACK_VERSION;
 	p[1] = (uint8_t)nent;
+	ferryi_put_le64(p + 8, mr->key);
 	return (int)off;
 }
 
-/* Walks our part of a blob; calls back per entry (stops on nonzero). -EPROTO if bad. */
+/* Validates our part of a blob; with out, finds the entry for want (returns 1). */
 static int ofi_rkey_walk(const uint8_t *p, size_t len, uint32_t want, struct ofi_rkey_ent *out)
 {
-	size_t off = 2;
-	if (len < 2 || p[0] != MR_PACK_VERSION)
+	size_t off = MR_PACK_HDR;
+	if (len < MR_PACK_HDR || p[0] != MR_PACK_VERSION || p[2] || p[3] ||
+	    ferryi_get_le32(p + 4) != 0)
 		return FERRY_EPROTO;
 	for (int i = 0; i < p[1]; i++) {
 		if (len - off < MR_ENT_HDR)
@@ -323,6 +329,7 @@ static int ofi_rkey_walk(const uint8_t *p, size_t len, uint32_t want, struct ofi
 			out->len = ferryi_get_le64(p + off + 16);
 			out->keylen = keylen;
 			out->key = p + off + MR_ENT_HDR;
+			out->region_key = ferryi_get_le64(p + 8);
 			return 1;
 		}
 		off += MR_ENT_HDR + keylen;

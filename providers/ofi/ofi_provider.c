@@ -126,6 +126,9 @@ static int ofi_dom_open(struct ofi_inst *oi, const char *sel, struct fi_info *in
 	dom->is_shm = strcmp(dom->prov_name, "shm") == 0;
 	dom->is_verbs = strncmp(dom->prov_name, "verbs", 5) == 0;
 	dom->wait_fd = true; /* until a CQ says otherwise */
+	/* A write completes when the data is at the target, as on verbs and ferry's tcp;
+	 * shm's single-copy writes are synchronous already. */
+	dom->write_dc = !dom->is_shm;
 	do
 		dom->ksid = (uint32_t)ferryi_random64();
 	while (dom->ksid == 0);
@@ -163,6 +166,12 @@ static void ofi_dom_close(struct ofi_inst *oi, struct ofi_dom *dom)
 	while ((n = ferryi_list_first(&dom->ports)))
 		ofi_port_destroy(ferryi_container_of(n, struct ofi_port, link));
 	ofi_mr_drop_dom(oi, dom);
+	if (dom->leaked) {
+		/* Endpoints left open keep their domain and fabric (see ofi_port_destroy). */
+		FERRYI_WARN(oi->pi->ctx, "ofi: %s: %u fabric endpoints left open at context "
+					 "destroy", dom->prov_name, dom->leaked);
+		return;
+	}
 	fi_close(&dom->domain->fid);
 	fi_close(&dom->fabric->fid);
 	fi_freeinfo(dom->info);
@@ -274,10 +283,23 @@ static int ofi_progress(struct ferryi_prov_inst *pi)
 	int events = 0;
 
 	for (int i = 0; i < oi->ndoms; i++) {
-		struct ferryi_list_node *n, *t;
-		/* A port may close while it is driven (its last endpoint goes). */
-		ferryi_list_foreach_safe(&oi->doms[i]->ports, n, t)
-			events += ofi_port_progress(ferryi_container_of(n, struct ofi_port, link));
+		struct ferryi_list *ports = &oi->doms[i]->ports;
+		struct ferryi_list_node *n = ferryi_list_first(ports);
+		struct ofi_port *port = n ? ferryi_container_of(n, struct ofi_port, link) : NULL;
+		/* A port may close while another is driven (its last endpoint goes): the
+		 * next one is held while the current one runs. */
+		if (port)
+			port->refs++;
+		while (port) {
+			struct ofi_port *next = NULL;
+			if (port->link.next && port->link.next != &ports->head) {
+				next = ferryi_container_of(port->link.next, struct ofi_port, link);
+				next->refs++;
+			}
+			events += ofi_port_progress(port);
+			ofi_port_put(port);
+			port = next;
+		}
 	}
 	return events;
 }

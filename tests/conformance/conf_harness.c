@@ -323,9 +323,14 @@ void conf_config(struct ferry_config *cfg)
 	ferry_config_init(cfg);
 	cfg->log_level = FERRY_LOG_WARN;
 	cfg->providers = conf_prov_base;
-	/* The provider under test or nothing: a silent fallback would test TCP twice. */
+	/*
+	 * The provider under test or nothing: a silent fallback would test TCP twice. Only
+	 * the provider under test is open (cfg->providers), and every connection is checked
+	 * to run on it; REQUIRE additionally refuses any non-RDMA candidate for RDMA ones.
+	 */
 	cfg->fallback = strcmp(conf_prov, "tcp") == 0 ? FERRY_FALLBACK_TCP_ONLY
-						      : FERRY_FALLBACK_REQUIRE;
+			: conf_prov_pins_memory()	     ? FERRY_FALLBACK_REQUIRE
+							     : FERRY_FALLBACK_PREFER;
 	cfg->connect_timeout_ms = 2000;
 	cfg->handshake_timeout_ms = 2000;
 	cfg->reconnect_initial_ms = 50;
@@ -890,6 +895,12 @@ enum { CONF_OK, CONF_SKIP, CONF_BROKEN };
  * (the large test checks for its own 9 GiB). */
 #define CONF_MEMLOCK_MIN (1ull << 30)
 
+/* RDMA providers pin registered memory (RLIMIT_MEMLOCK); ofi+tcp and ofi+shm do not. */
+bool conf_prov_pins_memory(void)
+{
+	return strcmp(conf_prov, "verbs") == 0 || strcmp(conf_prov, "ofi+verbs") == 0;
+}
+
 uint64_t conf_memlock_limit(void)
 {
 	struct rlimit rl;
@@ -935,7 +946,7 @@ static int conf_probe(char *reason, size_t len)
 		snprintf(reason, len, "%s: %s", ferry_errname(info[i].status), info[i].detail);
 		return CONF_SKIP;
 	}
-	if (strcmp(conf_prov_base, "tcp") != 0 && conf_memlock_limit() < CONF_MEMLOCK_MIN) {
+	if (conf_prov_pins_memory() && conf_memlock_limit() < CONF_MEMLOCK_MIN) {
 		snprintf(reason, len, "RLIMIT_MEMLOCK is %llu KiB, the suite pins up to 1 GiB "
 			 "(ulimit -l unlimited)", (unsigned long long)conf_memlock_limit() >> 10);
 		return CONF_SKIP;

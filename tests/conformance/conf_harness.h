@@ -40,6 +40,7 @@
 /* Filled by conf_run() before any test runs. */
 extern const char *conf_prov;      /* "tcp", "verbs", "ofi+tcp", "ofi+shm"        */
 extern const char *conf_prov_base; /* "tcp", "verbs", "ofi" (ferry_provider_list) */
+bool conf_prov_pins_memory(void);  /* verbs, ofi+verbs: RLIMIT_MEMLOCK matters       */
 extern const char *conf_host;      /* "127.0.0.1" or FERRY_TEST_HOST                */
 extern char conf_listen_uri[256];  /* "<prov>://<host>:0"                          */
 

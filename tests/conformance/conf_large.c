@@ -108,7 +108,7 @@ static bool large_buffers(void)
 	if (g_why)
 		return false;
 	avail = mem_available();
-	if (strcmp(conf_prov, "tcp") != 0 && conf_memlock_limit() < need) {
+	if (conf_prov_pins_memory() && conf_memlock_limit() < need) {
 		snprintf(g_whybuf, sizeof(g_whybuf), "%s pins registered memory: "
 			 "RLIMIT_MEMLOCK is %llu KiB, needs %llu MiB (ulimit -l unlimited)",
 			 conf_prov, (unsigned long long)conf_memlock_limit() >> 10, need >> 20);
