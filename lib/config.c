@@ -107,6 +107,30 @@ static const struct cfg_var cfg_vars[] = {
 	CFG_INT_VAR("FERRY_CQ_SIZE", cq_size, CFG_U32, 1, CFG_CQ_MAX),
 };
 
+/*
+ * Tunables without a field in struct ferry_config yet (see config.h): same kinds and
+ * checks, environment only, stored in struct ferryi_config_ext.
+ */
+#define CFG_EXT_VAR(var, fld, knd, lo, hi)                                           \
+	{ .name = (var), .field = #fld, .off = offsetof(struct ferryi_config_ext, fld),   \
+	  .kind = (knd), .min = (lo), .max = (hi) }
+
+static const struct cfg_var cfg_ext_vars[] = {
+	CFG_EXT_VAR("FERRY_ZEROCOPY_MIN", zerocopy_min, CFG_SIZE, 0, UINT64_MAX),
+	CFG_EXT_VAR("FERRY_COMPRESS_ACCEPT", compress_accept, CFG_BOOL, 0, 1),
+};
+
+void ferryi_config_ext_init(struct ferryi_config_ext *x)
+{
+	memset(x, 0, sizeof(*x));
+	/*
+	 * Measured (docs/BENCHMARKS-compress.md): below a few hundred KiB the page
+	 * pinning and the completion round trip cost more than the copy they save.
+	 */
+	x->zerocopy_min = UINT64_C(256) << 10;
+	x->compress_accept = 1;
+}
+
 void ferry_config_init(struct ferry_config *cfg)
 {
 	if (!cfg)
@@ -143,12 +167,12 @@ void ferry_config_init(struct ferry_config *cfg)
 
 /* ------------------------------------------------------------------ field access */
 
-static void *cfg_field(struct ferry_config *cfg, const struct cfg_var *v)
+static void *cfg_field(void *cfg, const struct cfg_var *v)
 {
 	return (char *)cfg + v->off;
 }
 
-static const void *cfg_cfield(const struct ferry_config *cfg, const struct cfg_var *v)
+static const void *cfg_cfield(const void *cfg, const struct cfg_var *v)
 {
 	return (const char *)cfg + v->off;
 }
@@ -159,7 +183,7 @@ static bool cfg_is_signed(const struct cfg_var *v)
 	return v->kind != CFG_U32 && v->kind != CFG_SIZE;
 }
 
-static uint64_t cfg_get_int(const struct ferry_config *cfg, const struct cfg_var *v)
+static uint64_t cfg_get_int(const void *cfg, const struct cfg_var *v)
 {
 	const void *p = cfg_cfield(cfg, v);
 	uint32_t u32;
@@ -179,7 +203,7 @@ static uint64_t cfg_get_int(const struct ferry_config *cfg, const struct cfg_var
 	}
 }
 
-static void cfg_set_int(struct ferry_config *cfg, const struct cfg_var *v, uint64_t val)
+static void cfg_set_int(void *cfg, const struct cfg_var *v, uint64_t val)
 {
 	void *p = cfg_field(cfg, v);
 	uint32_t u32 = (uint32_t)val;
@@ -282,7 +306,7 @@ static int cfg_parse_name(const char *s, const char *const *names, uint64_t *out
 }
 
 /* Parses s into the field of v; the field is untouched on error. */
-static int cfg_parse_var(struct ferry_config *cfg, const struct cfg_var *v, const char *s)
+static int cfg_parse_var(void *cfg, const struct cfg_var *v, const char *s)
 {
 	uint64_t u = 0;
 	int64_t i;
@@ -362,7 +386,7 @@ static void cfg_fmt_double(double d, char *buf, size_t len)
 	}
 }
 
-static void cfg_fmt_var(const struct ferry_config *cfg, const struct cfg_var *v,
+static void cfg_fmt_var(const void *cfg, const struct cfg_var *v,
 			char *buf, size_t len)
 {
 	const void *p = cfg_cfield(cfg, v);
@@ -451,14 +475,13 @@ static void cfg_fmt_expect(const struct cfg_var *v, char *buf, size_t len)
 
 /* ------------------------------------------------------------------ environment */
 
-int ferry_config_from_env(struct ferry_config *cfg)
+/* Applies the environment to the fields of base that vars describe. */
+static int cfg_apply_env(void *cfg, const struct cfg_var *vars, size_t nvars)
 {
 	int rc = 0;
 
-	if (!cfg)
-		return FERRY_EINVAL;
-	for (size_t i = 0; i < FERRYI_ARRAY_LEN(cfg_vars); i++) {
-		const struct cfg_var *v = &cfg_vars[i];
+	for (size_t i = 0; i < nvars; i++) {
+		const struct cfg_var *v = &vars[i];
 		const char *s = getenv(v->name);
 		char keep[64], expect[160];
 
@@ -476,9 +499,23 @@ int ferry_config_from_env(struct ferry_config *cfg)
 	return rc;
 }
 
+int ferry_config_from_env(struct ferry_config *cfg)
+{
+	if (!cfg)
+		return FERRY_EINVAL;
+	return cfg_apply_env(cfg, cfg_vars, FERRYI_ARRAY_LEN(cfg_vars));
+}
+
+int ferryi_config_ext_from_env(struct ferryi_config_ext *x)
+{
+	if (!x)
+		return FERRY_EINVAL;
+	return cfg_apply_env(x, cfg_ext_vars, FERRYI_ARRAY_LEN(cfg_ext_vars));
+}
+
 /* ------------------------------------------------------------------ validation */
 
-static bool cfg_var_ok(const struct ferry_config *cfg, const struct cfg_var *v)
+static bool cfg_var_ok(const void *cfg, const struct cfg_var *v)
 {
 	char val[64], expect[160];
 
@@ -541,22 +578,17 @@ int ferryi_config_check(const struct ferry_config *cfg)
 
 /* ------------------------------------------------------------------ description */
 
-int ferryi_config_describe(const struct ferry_config *cfg, FILE *out)
+/* One line per variable of vars: cfg's value and def's. */
+static int cfg_describe_vars(const void *cfg, const void *def, const struct cfg_var *vars,
+			     size_t nvars, FILE *out)
 {
-	struct ferry_config def;
-
-	if (!out)
-		return FERRY_EINVAL;
-	ferry_config_init(&def);
-	if (!cfg)
-		cfg = &def;
-	for (size_t i = 0; i < FERRYI_ARRAY_LEN(cfg_vars); i++) {
-		const struct cfg_var *v = &cfg_vars[i];
+	for (size_t i = 0; i < nvars; i++) {
+		const struct cfg_var *v = &vars[i];
 		char val[64], dval[64];
 		const char *shown = val;
 
 		cfg_fmt_var(cfg, v, val, sizeof(val));
-		cfg_fmt_var(&def, v, dval, sizeof(dval));
+		cfg_fmt_var(def, v, dval, sizeof(dval));
 		if (v->kind == CFG_STR) {
 			/* Strings are printed whole, never cut to the buffer. */
 			memcpy(&shown, cfg_cfield(cfg, v), sizeof(shown));
@@ -568,4 +600,28 @@ int ferryi_config_describe(const struct ferry_config *cfg, FILE *out)
 			return FERRY_EIO;
 	}
 	return 0;
+}
+
+int ferryi_config_describe(const struct ferry_config *cfg, FILE *out)
+{
+	struct ferry_config def;
+	struct ferryi_config_ext xdef, x;
+	int rc;
+
+	if (!out)
+		return FERRY_EINVAL;
+	ferry_config_init(&def);
+	ferryi_config_ext_init(&xdef);
+	x = xdef;
+	/* The extension has no struct field: a real config shows what the environment
+	 * gives it (what a context would use); NULL shows the defaults. */
+	if (cfg)
+		(void)ferryi_config_ext_from_env(&x);
+	else
+		cfg = &def;
+	rc = cfg_describe_vars(cfg, &def, cfg_vars, FERRYI_ARRAY_LEN(cfg_vars), out);
+	if (rc == 0)
+		rc = cfg_describe_vars(&x, &xdef, cfg_ext_vars, FERRYI_ARRAY_LEN(cfg_ext_vars),
+				       out);
+	return rc;
 }

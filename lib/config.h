@@ -10,6 +10,7 @@
 
 #include "ferry/ferry.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
 /*
@@ -21,5 +22,26 @@
  * Returns 0, or FERRY_EIO if writing to out failed. Any thread.
  */
 int ferryi_config_describe(const struct ferry_config *cfg, FILE *out);
+
+/*
+ * Tunables that have no field in struct ferry_config yet (the public struct is a
+ * contract; they move there when it gains the fields). They come from the
+ * environment only, through the same table machinery (kinds, limits, warnings), and
+ * ferryi_config_describe() lists them after the struct's variables. A provider reads
+ * them once per context (ferryi_config_ext_init, then _from_env).
+ */
+struct ferryi_config_ext {
+	uint64_t zerocopy_min;  /* FERRY_ZEROCOPY_MIN (256K): TCP payloads of at least
+				   this many bytes go out with MSG_ZEROCOPY; 0 = never */
+	int compress_accept;    /* FERRY_COMPRESS_ACCEPT (1): advertise that this
+				   context decodes zstd; 0 makes it look like a build
+				   without zstd (peers then send it raw)              */
+};
+
+/* Fills x with the defaults. */
+void ferryi_config_ext_init(struct ferryi_config_ext *x);
+
+/* Applies FERRY_* variables to x, like ferry_config_from_env() (same return). */
+int ferryi_config_ext_from_env(struct ferryi_config_ext *x);
 
 #endif /* FERRY_LIB_CONFIG_H */

@@ -12,7 +12,9 @@
  * chose (a posted receive, an unexpected buffer, a region, a read buffer) or is
  * dropped. Once the staged bytes are used up, the rest of a payload is read with
  * recvmsg() straight into the destination, with the staging buffer as a second iovec
- * so the next frame's header comes along in the same call.
+ * so the next frame's header comes along in the same call. A compressed payload is
+ * received the same way, one piece at a time (prelude, chunk header, chunk data:
+ * tcp_z.c), and decoded into the destination.
  */
 #define _GNU_SOURCE
 #include "tcp_internal.h"
@@ -40,8 +42,18 @@ void ferryi_tcp_ep_init(struct ferry_ep *ep, int fd)
 	ferryi_list_init(&te->txq_ops);
 	ferryi_list_init(&te->txq_ctl);
 	ferryi_list_init(&te->wait);
+	ferryi_list_init(&te->zc_ops);
+	ferryi_list_init(&te->zc_ctls);
+	ferryi_zdec_init(&te->zrx);
 
 	ferryi_local_info(ep->ctx, &te->local);
+	/* FERRY_COMPRESS_ACCEPT=0: look like a build without zstd (peers send raw). */
+	if (!ferryi_tcp_inst(ep)->ext.compress_accept)
+		te->local.features &= ~(uint32_t)FERRYI_FEAT_ZSTD;
+	te->zaccept = (te->local.features & FERRYI_FEAT_ZSTD) && ferryi_compress_built();
+	te->zpolicy = ferry_ctx_config(ep->ctx)->compress != FERRY_COMPRESS_OFF;
+	te->zc_min = ferryi_tcp_inst(ep)->ext.zerocopy_min ? ferryi_tcp_inst(ep)->ext.zerocopy_min
+							   : UINT64_MAX;
 	if (te->local.eager_max > FERRYI_TCP_EAGER_MAX)
 		te->local.eager_max = FERRYI_TCP_EAGER_MAX;
 	if (te->local.eager_max > te->local.max_frame)
@@ -58,6 +70,7 @@ static void tcp_finish(struct ferry_ep *ep)
 
 	free(te->stage);
 	te->stage = NULL;
+	ferryi_tcp_z_ep_fini(ep);
 	te->gone = true;
 	ferryi_ep_gone(ep);
 }
@@ -185,24 +198,36 @@ struct tcp_batch {
 	struct tcp_frame fr[FERRYI_TCP_TX_BATCH];
 	int nfr, niov;
 	uint64_t bytes;
-	bool full; /* a frame could not be described whole: nothing may follow it */
+	bool full; /* a frame could not be described whole (or is a segment with more
+		      to come): nothing may follow it                                   */
+	bool zc;   /* the batch is one payload, sent with MSG_ZEROCOPY                  */
+	bool cork; /* the batch ends with a prefix whose payload follows at once       */
 };
 
 /* Adds the unwritten part of one frame; returns false when the batch is full. */
-static bool tcp_batch_add(struct tcp_batch *b, struct ferryi_op *op,
+static bool tcp_batch_add(struct ferry_ep *ep, struct tcp_batch *b, struct ferryi_op *op,
 			  struct ferryi_tcp_ctl *ctl)
 {
 	struct tcp_frame *f;
 	const uint8_t *prefix;
 	const void *payload;
 	uint64_t plen, skip, room;
+	bool more = false, from_user = true;
 
 	if (b->full || b->nfr == FERRYI_TCP_TX_BATCH || b->bytes >= FERRYI_TCP_IO_CHUNK)
 		return false;
 	f = &b->fr[b->nfr];
 	f->op = op;
 	f->ctl = ctl;
-	if (op) {
+	if (op ? op->prov[FERRYI_TCP_OP_ZS + FERRYI_TCP_ZS_CTL] != 0 : ctl->zs[FERRYI_TCP_ZS_CTL] != 0) {
+		/* Sent in segments (compressible): the next segment's frame. */
+		f->prefix_len = ferryi_tcp_z_frame(ep, op, ctl, b->nfr == 0, b->prefix[b->nfr],
+						   &payload, &plen, &more, &from_user);
+		if (!f->prefix_len)
+			return false; /* waits for the staging buffer, held by a frame ahead */
+		prefix = b->prefix[b->nfr];
+		f->sent = op ? op->prov[FERRYI_TCP_OP_SENT] : ctl->sent;
+	} else if (op) {
 		f->prefix_len = ferryi_tcp_op_prefix(op, b->prefix[b->nfr], &payload, &plen);
 		prefix = b->prefix[b->nfr];
 		f->sent = op->prov[FERRYI_TCP_OP_SENT];
@@ -215,6 +240,29 @@ static bool tcp_batch_add(struct tcp_batch *b, struct ferryi_op *op,
 	}
 	f->total = f->prefix_len + plen;
 	skip = f->sent;
+	/*
+	 * A large payload from user memory goes out on its own, with MSG_ZEROCOPY: its
+	 * prefix ends this batch (corked: the payload follows at once), and the payload
+	 * is the next batch, alone.
+	 */
+	uint64_t pdone = skip > f->prefix_len ? skip - f->prefix_len : 0; /* payload out */
+
+	if (from_user && plen > pdone && ferryi_tcp_zc_try(ep, plen - pdone)) {
+		if (skip < f->prefix_len) {
+			b->iov[b->niov].iov_base = (void *)(prefix + skip);
+			b->iov[b->niov].iov_len = f->prefix_len - skip;
+			b->bytes += f->prefix_len - skip;
+			b->niov++;
+			b->full = true;
+			b->cork = true;
+			b->nfr++;
+			return true;
+		}
+		if (b->nfr > 0)
+			return false;
+		b->zc = true;
+		b->full = true;
+	}
 	if (skip < f->prefix_len) {
 		b->iov[b->niov].iov_base = (void *)(prefix + skip);
 		b->iov[b->niov].iov_len = f->prefix_len - skip;
@@ -224,6 +272,8 @@ static bool tcp_batch_add(struct tcp_batch *b, struct ferryi_op *op,
 	} else {
 		skip -= f->prefix_len;
 	}
+	if (more)
+		b->full = true; /* the next segment is prepared once this one is out */
 	if (plen > skip) {
 		room = b->bytes < FERRYI_TCP_IO_CHUNK ? FERRYI_TCP_IO_CHUNK - b->bytes : 0;
 		uint64_t n = FERRYI_MIN(plen - skip, room);
@@ -241,32 +291,35 @@ static bool tcp_batch_add(struct tcp_batch *b, struct ferryi_op *op,
 	return true;
 }
 
-static void tcp_batch_build(struct ferryi_tcp_ep *te, struct tcp_batch *b)
+static void tcp_batch_build(struct ferry_ep *ep, struct tcp_batch *b)
 {
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
 	struct ferryi_list_node *n, *tmp;
 
 	b->nfr = b->niov = 0;
 	b->bytes = 0;
-	b->full = false;
+	b->full = b->zc = b->cork = false;
+	te->batch_gen++;
 	if (te->cur_op)
-		tcp_batch_add(b, te->cur_op, NULL);
+		tcp_batch_add(ep, b, te->cur_op, NULL);
 	else if (te->cur_ctl)
-		tcp_batch_add(b, NULL, te->cur_ctl);
+		tcp_batch_add(ep, b, NULL, te->cur_ctl);
 	ferryi_list_foreach_safe(&te->txq_ctl, n, tmp)
 	{
-		if (!tcp_batch_add(b, NULL, ferryi_container_of(n, struct ferryi_tcp_ctl, link)))
+		if (!tcp_batch_add(ep, b, NULL,
+				   ferryi_container_of(n, struct ferryi_tcp_ctl, link)))
 			return;
 	}
 	if (te->hs != FERRYI_TCP_HS_DONE)
 		return;
 	ferryi_list_foreach_safe(&te->txq_ops, n, tmp)
 	{
-		if (!tcp_batch_add(b, ferryi_container_of(n, struct ferryi_op, qlink), NULL))
+		if (!tcp_batch_add(ep, b, ferryi_container_of(n, struct ferryi_op, qlink), NULL))
 			return;
 	}
 }
 
-static void tcp_ctl_free(struct ferryi_tcp_ctl *ctl)
+void ferryi_tcp_ctl_free(struct ferryi_tcp_ctl *ctl)
 {
 	if (ctl->has_use) {
 		ctl->has_use = false;
@@ -297,24 +350,49 @@ static bool tcp_batch_consume(struct ferry_ep *ep, struct tcp_batch *b, uint64_t
 
 		if (adv == rem) {
 			if (f->op) {
-				if (te->cur_op == f->op)
+				struct ferryi_op *op = f->op;
+				bool fin = !op->prov[FERRYI_TCP_OP_ZS + FERRYI_TCP_ZS_CTL] ||
+					   ferryi_tcp_z_frame_done(ep, op, NULL);
+
+				if (te->cur_op == op)
 					te->cur_op = NULL;
 				else
-					ferryi_list_remove(&f->op->qlink);
-				f->op->prov[FERRYI_TCP_OP_SENT] = f->total;
-				if (f->op->prov[FERRYI_TCP_OP_KIND] == FERRYI_TCP_MSG) {
-					ferryi_list_push_back(done, &f->op->qlink);
+					ferryi_list_remove(&op->qlink);
+				if (!fin) {
+					/* A segment: the op stays first in line for the next one
+					 * (the batch ends here), so its segments go together. */
+					op->prov[FERRYI_TCP_OP_SENT] = 0;
+					ferryi_list_push_front(&te->txq_ops, &op->qlink);
+					continue;
+				}
+				op->prov[FERRYI_TCP_OP_SENT] = f->total;
+				if (op->prov[FERRYI_TCP_OP_KIND] != FERRYI_TCP_MSG) {
+					op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_WAIT;
+					ferryi_list_push_back(&te->wait, &op->qlink);
+				} else if (ferryi_tcp_zc_pending(te, op->prov[FERRYI_TCP_OP_ZC])) {
+					/* The kernel may still read the buffer: not done yet. */
+					op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_ZC;
+					op->prov[FERRYI_TCP_OP_DONE_ST] = 0;
+					ferryi_list_push_back(&te->zc_ops, &op->qlink);
 				} else {
-					f->op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_WAIT;
-					ferryi_list_push_back(&te->wait, &f->op->qlink);
+					ferryi_list_push_back(done, &op->qlink);
 				}
 			} else {
-				if (te->cur_ctl == f->ctl)
+				struct ferryi_tcp_ctl *ctl = f->ctl;
+				bool fin = !ctl->zs[FERRYI_TCP_ZS_CTL] ||
+					   ferryi_tcp_z_frame_done(ep, NULL, ctl);
+
+				if (te->cur_ctl == ctl)
 					te->cur_ctl = NULL;
 				else
-					ferryi_list_remove(&f->ctl->link);
+					ferryi_list_remove(&ctl->link);
+				if (!fin) {
+					ctl->sent = 0;
+					ferryi_list_push_front(&te->txq_ctl, &ctl->link);
+					continue;
+				}
 				te->nctl--;
-				ferryi_list_push_back(done_ctl, &f->ctl->link);
+				ferryi_list_push_back(done_ctl, &ctl->link);
 			}
 			continue;
 		}
@@ -336,11 +414,25 @@ static bool tcp_batch_consume(struct ferry_ep *ep, struct tcp_batch *b, uint64_t
 		}
 		return false;
 	}
-	return !b->full;
+	return true;
 }
 
-/* One sendmsg(): 1 = the batch went out whole, 0 = socket full, -1 = failed.
- * *wrote accumulates the bytes written. */
+/* A READ_RESP sent: give its region back, unless the kernel may still read it. */
+static void tcp_ctl_sent(struct ferry_ep *ep, struct ferryi_tcp_ctl *ctl)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	if (ctl->has_use && !ctl->use.mr->internal && ferryi_tcp_zc_pending(te, ctl->zc))
+		ferryi_list_push_back(&te->zc_ctls, &ctl->link);
+	else
+		ferryi_tcp_ctl_free(ctl);
+}
+
+/*
+ * One sendmsg(): 1 = everything described went out (the writer may go on), 0 = the
+ * socket took less (wait for EPOLLOUT), -1 = failed. *wrote accumulates the bytes
+ * written.
+ */
 static int tcp_tx_once(struct ferry_ep *ep, uint64_t *wrote)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
@@ -349,17 +441,45 @@ static int tcp_tx_once(struct ferry_ep *ep, uint64_t *wrote)
 	struct ferryi_list_node *node;
 	struct msghdr mh;
 	ssize_t n;
-	bool whole;
+	int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
 
-	tcp_batch_build(te, &b);
+	tcp_batch_build(ep, &b);
 	if (b.nfr == 0)
 		return 1;
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = b.iov;
 	mh.msg_iovlen = (size_t)b.niov;
-	do {
-		n = b.niov > 0 ? sendmsg(te->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
-	} while (n < 0 && errno == EINTR);
+	if (b.zc)
+		flags |= MSG_ZEROCOPY;
+	if (b.cork)
+		flags |= MSG_MORE;
+	for (;;) {
+		n = b.niov > 0 ? sendmsg(te->fd, &mh, flags) : 0;
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno == ENOBUFS && (flags & MSG_ZEROCOPY)) {
+			/* Out of optmem or of locked memory for pinning (RLIMIT_MEMLOCK): this
+			 * call copies, and so do later ones, rather than fail each time. */
+			flags &= ~MSG_ZEROCOPY;
+			ferryi_tcp_inst(ep)->zc_fallbacks++;
+			te->zc = -1;
+			te->zc_min = UINT64_MAX;
+			FERRYI_DBG(ep->ctx, "tcp: %s: MSG_ZEROCOPY refused (ENOBUFS): copying",
+				   ep->peer);
+			continue;
+		}
+		break;
+	}
+	if (n > 0 && (flags & MSG_ZEROCOPY)) {
+		uint64_t id = ferryi_tcp_zc_sent(ep);
+
+		if (b.fr[0].op)
+			b.fr[0].op->prov[FERRYI_TCP_OP_ZC] = id;
+		else
+			b.fr[0].ctl->zc = id;
+	}
 	if (n < 0) {
 		int err = errno;
 
@@ -379,15 +499,17 @@ static int tcp_tx_once(struct ferry_ep *ep, uint64_t *wrote)
 	*wrote += (uint64_t)n;
 	ferryi_list_init(&done);
 	ferryi_list_init(&done_ctl);
-	whole = tcp_batch_consume(ep, &b, (uint64_t)n, &done, &done_ctl);
+	tcp_batch_consume(ep, &b, (uint64_t)n, &done, &done_ctl);
 
 	/* Upcalls last: the queues are consistent again, re-entry is safe. */
 	while ((node = ferryi_list_pop_front(&done_ctl)) != NULL)
-		tcp_ctl_free(ferryi_container_of(node, struct ferryi_tcp_ctl, link));
+		tcp_ctl_sent(ep, ferryi_container_of(node, struct ferryi_tcp_ctl, link));
 	while ((node = ferryi_list_pop_front(&done)) != NULL) {
 		ferryi_op_done(ferryi_container_of(node, struct ferryi_op, qlink), 0);
 	}
-	return whole ? 1 : 0;
+	/* A batch cut short on purpose (a segment, a zero-copy payload, a frame above
+	 * FERRYI_TCP_IO_CHUNK) that went out whole lets the writer go on at once. */
+	return (uint64_t)n == b.bytes ? 1 : 0;
 }
 
 void ferryi_tcp_flush(struct ferry_ep *ep)
@@ -415,6 +537,9 @@ void ferryi_tcp_flush(struct ferry_ep *ep)
 			break;
 		}
 		rc = tcp_tx_once(ep, &wrote);
+		/* Compressing costs like writing: it counts against the budget too. */
+		wrote += te->tx_zcharge;
+		te->tx_zcharge = 0;
 		if (rc < 0 || te->closed)
 			break;
 		if (rc == 0) {
@@ -491,6 +616,22 @@ int ferryi_tcp_send(struct ferry_ep *ep, struct ferryi_op *op)
 		return FERRY_ENOTCONN;
 	if (te->hs == FERRYI_TCP_HS_DONE && op->len > ferryi_tcp_msg_limit(te->peer.eager_max))
 		return FERRY_EMSGSIZE;
+	if (op->msg.type == FERRYI_MSG_EAGER && op->len <= FERRYI_TCP_ZSEG &&
+	    ferryi_tcp_z_maybe(te, op->flags, op->len)) {
+		/* A user message may go compressed, in one segment. */
+		op->prov[FERRYI_TCP_OP_ZS + FERRYI_TCP_ZS_CTL] =
+			ferryi_tcp_z_mode(ep, op->flags, op->len);
+	} else if (op->msg.type == FERRYI_MSG_RTS && op->rndv_mr) {
+		/*
+		 * The rendezvous: the peer reads op->buf's region with READ_REQ, and our
+		 * READ_RESP carries the bytes. The send's compression flags travel with the
+		 * region, so that answer is compressed as the send asked (the core's read
+		 * op carries no user flags; the side that sends the bytes decides).
+		 */
+		struct ferryi_tcp_mr *tm = ferryi_mr_priv(op->rndv_mr, ep->pi);
+
+		tm->zflags = op->flags & (FERRY_OP_COMPRESS | FERRY_OP_NO_COMPRESS);
+	}
 	ferryi_tcp_tx_post(ep, op, FERRYI_TCP_MSG);
 	return 0;
 }
@@ -533,6 +674,10 @@ void ferryi_tcp_rx_payload(struct ferry_ep *ep, uint8_t kind, void *dst, uint64_
 
 	te->rx_state = FERRYI_TCP_RX_PAYLOAD;
 	te->rx_kind = kind;
+	if (te->rz_on) {
+		ferryi_tcp_z_rx_payload(ep, dst, len); /* len is the raw length */
+		return;
+	}
 	te->rx_dst = dst;
 	te->rx_left = len;
 	te->rx_total = len;
@@ -541,18 +686,35 @@ void ferryi_tcp_rx_payload(struct ferry_ep *ep, uint8_t kind, void *dst, uint64_
 static void tcp_rx_payload_end(struct ferry_ep *ep)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	int zerr = te->rz_on ? te->zrx.err : 0;
 
 	te->rx_state = FERRYI_TCP_RX_HDR;
+	te->rz_on = false;
+	if (zerr && (te->rx_kind != FERRYI_TCP_MSG || te->rx.recv)) {
+		/* Malformed input from the peer, refused with its operation only. */
+		ferryi_stats(ep->pi)->protocol_errors++;
+		FERRYI_WARN(ep->ctx, "tcp: %s: compressed %s payload refused: %s", ep->peer,
+			    ferryi_tcp_type_name(te->rx_kind), te->zrx.why);
+	}
 	switch (te->rx_kind) {
 	case FERRYI_TCP_MSG:
+		if (zerr && !te->rx.recv) {
+			/* Bound for the unexpected queue, which has no op to fail: the
+			 * endpoint goes (ep_close ends the message as broken). */
+			ferryi_tcp_fail_notify(ep, zerr, "undecodable compressed message: %s",
+					       te->zrx.why);
+			break;
+		}
+		if (zerr)
+			te->rx.status = zerr; /* the matched receive fails */
 		te->rx_msg_active = false;
 		ferryi_rx_end(ep, &te->rx, 0);
 		break;
 	case FERRYI_TCP_WRITE:
-		ferryi_tcp_write_rx_done(ep);
+		ferryi_tcp_write_rx_done(ep, zerr);
 		break;
 	case FERRYI_TCP_READ_RESP:
-		ferryi_tcp_read_rx_done(ep);
+		ferryi_tcp_read_rx_done(ep, zerr);
 		break;
 	default:
 		break;
@@ -566,17 +728,18 @@ static void tcp_rx_msg(struct ferry_ep *ep)
 	int rc;
 
 	ferryi_tcp_msg_from_hdr(&te->rh, &m);
-	rc = ferryi_rx_begin(ep, &m, te->rh.len, &te->rx);
+	m.flags &= (uint8_t)~FERRYI_MSGF_COMPRESSED; /* decoded here: the core sees raw */
+	rc = ferryi_rx_begin(ep, &m, te->rx_raw, &te->rx);
 	if (te->closed)
 		return;
 	if (rc < 0) {
 		/* The core logged and counted the reason already. */
 		ferryi_tcp_fail(ep, rc, "message type %u (%llu bytes) refused", m.type,
-				(unsigned long long)te->rh.len);
+				(unsigned long long)te->rx_raw);
 		return;
 	}
 	te->rx_msg_active = true;
-	ferryi_tcp_rx_payload(ep, FERRYI_TCP_MSG, te->rx.dst, te->rh.len);
+	ferryi_tcp_rx_payload(ep, FERRYI_TCP_MSG, te->rx.dst, te->rx_raw);
 }
 
 static void tcp_rx_dispatch(struct ferry_ep *ep)
@@ -616,6 +779,20 @@ static void tcp_rx_dispatch(struct ferry_ep *ep)
 				      ferryi_tcp_type_name(type));
 		return;
 	}
+	if (ferryi_tcp_hdr_zstd(&te->rh)) {
+		ferryi_tcp_z_rx_begin(ep); /* the prelude first, then ferryi_tcp_rx_body */
+		return;
+	}
+	te->rx_raw = te->rh.len;
+	ferryi_tcp_rx_body(ep);
+}
+
+/* Dispatches a frame whose raw payload length is te->rx_raw. */
+void ferryi_tcp_rx_body(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	unsigned type = te->rh.type;
+
 	switch (type) {
 	case FERRYI_TCP_MSG:
 		tcp_rx_msg(ep);
@@ -795,7 +972,11 @@ static void tcp_rx_run(struct ferry_ep *ep)
 				te->rx_left -= n;
 			}
 			if (te->rx_left == 0) {
-				tcp_rx_payload_end(ep);
+				/* Compressed: a piece is done; maybe not the payload yet. */
+				if (!te->rz_on || ferryi_tcp_z_rx_piece(ep))
+					tcp_rx_payload_end(ep);
+				budget -= FERRYI_MIN(budget, te->rx_zcharge);
+				te->rx_zcharge = 0;
 				continue;
 			}
 		} else {
@@ -838,7 +1019,10 @@ void ferryi_tcp_poll_fn(struct ferryi_poll_handle *h, uint32_t events)
 		ferryi_tcp_connect_done(ep);
 		goto out;
 	}
-	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+	/* Zero-copy notifications raise EPOLLERR; take them before any input. */
+	if ((events & EPOLLERR) && te->zc_used)
+		ferryi_tcp_zc_reap(ep);
+	if (!te->closed && (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
 		tcp_rx_run(ep);
 	/* Writable, or the receive side queued acknowledgements: write them now. */
 	if (!te->closed && ((events & EPOLLOUT) || !te->want_out))
@@ -917,12 +1101,20 @@ void ferryi_tcp_ep_close(struct ferry_ep *ep, int reason, int graceful)
 
 	/* Control frames: release held regions. */
 	if (te->cur_ctl) {
-		tcp_ctl_free(te->cur_ctl);
+		ferryi_tcp_ctl_free(te->cur_ctl);
 		te->cur_ctl = NULL;
 	}
 	while ((n = ferryi_list_pop_front(&te->txq_ctl)) != NULL)
-		tcp_ctl_free(ferryi_container_of(n, struct ferryi_tcp_ctl, link));
+		ferryi_tcp_ctl_free(ferryi_container_of(n, struct ferryi_tcp_ctl, link));
+	/* The socket is closed: no notification comes any more. The pages stay the
+	 * kernel's (referenced) until it lets go; the region is given back now. */
+	while ((n = ferryi_list_pop_front(&te->zc_ctls)) != NULL)
+		ferryi_tcp_ctl_free(ferryi_container_of(n, struct ferryi_tcp_ctl, link));
 	te->nctl = 0;
+	te->ztx_zs = NULL;
+	te->ztx_sent = NULL;
+	te->rz_on = false;
+	te->wseg = false;
 
 	/* Every op still owned completes once, with the reason. */
 	ferryi_list_init(&ops);
@@ -933,6 +1125,8 @@ void ferryi_tcp_ep_close(struct ferry_ep *ep, int reason, int graceful)
 	while ((n = ferryi_list_pop_front(&te->txq_ops)) != NULL)
 		ferryi_list_push_back(&ops, n);
 	while ((n = ferryi_list_pop_front(&te->wait)) != NULL)
+		ferryi_list_push_back(&ops, n);
+	while ((n = ferryi_list_pop_front(&te->zc_ops)) != NULL)
 		ferryi_list_push_back(&ops, n);
 	while ((n = ferryi_list_pop_front(&ops)) != NULL)
 		ferryi_op_done(ferryi_container_of(n, struct ferryi_op, qlink), reason);

@@ -14,6 +14,14 @@
  *     Payloads are written straight from the op's buffer or the registered region.
  *   - Receive: bytes land in a 64 KiB staging buffer, so many small frames cost one
  *     recv(); large payloads are received straight into their destination.
+ *   - Compression (tcp_z.c): an item (op or control frame) whose payload may be
+ *     compressed is sent in segments; each segment is prepared when the writer
+ *     reaches it: sampled, compressed into the endpoint's one staging buffer (or sent
+ *     raw from the user's memory), then written like any frame. Received compressed
+ *     payloads are decoded chunk by chunk straight into their destination.
+ *   - Zero-copy (tcp_zc.c): payloads of at least FERRY_ZEROCOPY_MIN bytes go out in
+ *     their own sendmsg(MSG_ZEROCOPY); the op completes (a region is given back) only
+ *     when the kernel's notification on the error queue covers that send.
  *   - Re-entrancy: upcalls (ferryi_op_done, ferryi_rx_end, ferryi_ep_connected, ...)
  *     may call back into the provider (post a send, close the endpoint). Each entry
  *     point counts itself in `depth`; ep_close tears everything down at once but
@@ -24,6 +32,8 @@
 #ifndef FERRY_PROVIDERS_TCP_INTERNAL_H
 #define FERRY_PROVIDERS_TCP_INTERNAL_H
 
+#include "compress.h"
+#include "config.h"
 #include "core.h"
 #include "tcp_proto.h"
 
@@ -50,6 +60,18 @@
  */
 #define FERRYI_TCP_CTRL_MSG_MAX (8u + FERRY_RKEY_MAX)
 
+/*
+ * Raw bytes per compressed segment: the staging buffer (one per endpoint that
+ * compresses) holds one segment, ferryi_zseg_bound(FERRYI_TCP_ZSEG) bytes. Compressed
+ * MSGs are one segment, so only messages up to this size are compressed.
+ */
+#define FERRYI_TCP_ZSEG (1u << 20)
+/* An auto-mode transfer whose samples keep failing sends raw segments this many
+ * times larger at most (1 MiB << 6 = 64 MiB), so sampling costs almost nothing. */
+#define FERRYI_TCP_ZBACKOFF_MAX 6
+/* Zero-copy sends awaiting their notification, per endpoint (a window of ids). */
+#define FERRYI_TCP_ZC_WIN 1024u
+
 static inline uint64_t ferryi_tcp_msg_limit(uint64_t eager_max)
 {
 	return eager_max > FERRYI_TCP_CTRL_MSG_MAX ? eager_max : FERRYI_TCP_CTRL_MSG_MAX;
@@ -61,12 +83,35 @@ enum {
 	FERRYI_TCP_OP_SENT = 1,  /* frame bytes written (header + extension + payload) */
 	FERRYI_TCP_OP_KEY = 2,   /* write/read: the peer's region key                */
 	FERRYI_TCP_OP_KIND = 3,  /* frame type it goes out as: MSG, WRITE, READ_REQ   */
+	FERRYI_TCP_OP_ZS = 4,    /* 4 words (4-7): segment state, FERRYI_TCP_ZS_*     */
+	FERRYI_TCP_OP_ZC = 8,    /* zero-copy: last notification id | ZC_PENDING      */
+	FERRYI_TCP_OP_DONE_ST = 9, /* status to complete with once zero-copy is done  */
+	FERRYI_TCP_OP_RECVD = 10,  /* read: raw bytes of the answer received so far   */
+	FERRYI_TCP_OP_RSTAT = 11,  /* read: READ_REQ flags (bits 0-7); error of a
+				      segment that did not decode (bits 32-63)        */
 };
+
+/*
+ * Segment state of an item sent in segments (op->prov + FERRYI_TCP_OP_ZS, or
+ * ctl->zs); all zero for an item sent as one plain frame.
+ */
+enum {
+	FERRYI_TCP_ZS_CTL = 0,  /* mode (bits 0-7, enum ferryi_zmode), header flags of the
+				   prepared segment (8-15), auto backoff (16-23), last
+				   segment compressed well (bit 24)                    */
+	FERRYI_TCP_ZS_OFF,      /* raw bytes in segments fully written                 */
+	FERRYI_TCP_ZS_SEG,      /* raw bytes of the prepared segment (0: none)         */
+	FERRYI_TCP_ZS_WIRE,     /* its payload length on the wire                      */
+	FERRYI_TCP_ZS_N,
+};
+
+#define FERRYI_TCP_ZC_PENDING (1ull << 32)
 
 enum {
 	FERRYI_TCP_OPS_QUEUED = 1, /* in txq_ops or cur_op                          */
 	FERRYI_TCP_OPS_WAIT,       /* written; in `wait` until WRITE_ACK/READ_RESP    */
 	FERRYI_TCP_OPS_RECV,       /* READ_RESP payload arriving into op->buf       */
+	FERRYI_TCP_OPS_ZC,         /* done but for the zero-copy notification        */
 };
 
 /* Handshake progress. */
@@ -89,11 +134,23 @@ struct ferryi_tcp_ctl {
 	struct ferryi_list_node link;
 	uint8_t prefix[FERRYI_TCP_PREFIX_MAX];
 	uint32_t prefix_len;
-	bool has_use;              /* READ_RESP: region held until the last byte went out */
+	bool has_use;              /* READ_RESP: region held until the last byte went out
+				      (zero-copy from a user region: until the kernel
+				      let go of the pages)                            */
 	const uint8_t *payload;
 	uint64_t payload_len;
 	uint64_t sent;
 	struct ferryi_mr_use use;
+	uint64_t aux;              /* READ_RESP in segments: the reader's op id       */
+	uint64_t zs[FERRYI_TCP_ZS_N]; /* segment state; zero: one plain frame       */
+	uint64_t zc;               /* zero-copy: last notification id | ZC_PENDING   */
+};
+
+/* The provider's part of a region (ferryi_mr_priv). */
+struct ferryi_tcp_mr {
+	/* FERRY_OP_COMPRESS / FERRY_OP_NO_COMPRESS of the send whose rendezvous buffer this
+	 * is: the peer's read of it (READ_RESP) is compressed as that send asked. */
+	unsigned zflags;
 };
 
 struct ferryi_tcp_ep {
@@ -110,6 +167,17 @@ struct ferryi_tcp_ep {
 	bool flushing, flush_again;
 	uint8_t hs;                /* FERRYI_TCP_HS_*                                  */
 	uint32_t depth;            /* nesting of provider entry points                 */
+	/* Compression and zero-copy state every frame looks at, kept with the hot
+	 * fields (the rest is at the end): the uncompressed path reads only these. */
+	bool zaccept;              /* we advertised zstd: compressed input is ok       */
+	bool zpolicy;              /* FERRY_COMPRESS is not off: ask tcp_z.c           */
+	bool rz_on;                /* the payload in progress is compressed            */
+	bool rz_body;              /* ... and its prelude has been read                */
+	bool zc_used;              /* SO_ZEROCOPY was set: reap the error queue        */
+	uint64_t zc_min;           /* payloads this large may go zero-copy; UINT64_MAX
+				      once off (a cheap first test)                    */
+	uint64_t batch_gen;        /* batches built (tcp_ep.c)                          */
+	uint64_t tx_zcharge;       /* raw bytes compressed, for the tx budget           */
 	struct ferryi_peer_info local; /* what we advertised                           */
 	struct ferryi_peer_info peer;  /* what the peer advertised (after handshake)   */
 	struct ferryi_tcp_limits lim;  /* rx limits, from `local`                      */
@@ -136,6 +204,8 @@ struct ferryi_tcp_ep {
 	uint8_t *rx_dst;               /* NULL: drop the payload                       */
 	uint64_t rx_left;
 	uint64_t rx_total;             /* payload length of the frame in progress      */
+	uint64_t rx_raw;               /* its raw length (compressed: from the prelude) */
+	uint64_t rx_zcharge;           /* raw bytes decompressed, for the rx budget    */
 	uint64_t rx_aux;               /* WRITE target: initiator's op id for the ack  */
 	bool rx_msg_active;            /* rx is between ferryi_rx_begin and _end       */
 	struct ferryi_rx rx;
@@ -143,6 +213,27 @@ struct ferryi_tcp_ep {
 	struct ferryi_mr_use rx_use;
 	int rx_status;                 /* WRITE target: status for the WRITE_ACK       */
 	struct ferryi_op *rx_op;       /* READ_RESP: the read op being filled          */
+
+	/* compression (tcp_z.c) */
+	uint8_t rz_pre[FERRYI_ZSEG_PRELUDE];
+	struct ferryi_zdec zrx;        /* chunk decoder of the payload in progress     */
+	uint8_t *ztx;                  /* staging: one segment, or NULL until needed   */
+	uint64_t *ztx_zs;              /* segment state of the item staged in it       */
+	const uint64_t *ztx_sent;      /* that item's frame progress                   */
+	uint64_t ztx_gen;              /* batch that staged item was added to          */
+	uint8_t zauto_bo;              /* auto: items in a row that did not compress   */
+	uint32_t zauto_skip;           /* auto: items still to send raw unsampled      */
+	bool wseg;                     /* WRITE target: inside a segmented write       */
+	uint64_t wseg_aux;             /* its op id                                    */
+	int wseg_status;               /* first refusal among its segments             */
+
+	/* zero-copy (tcp_zc.c) */
+	int8_t zc;                     /* 0 untried, 1 on (SO_ZEROCOPY), -1 off        */
+	uint32_t zc_next;              /* id of the next zero-copy send                */
+	uint32_t zc_done;              /* every id before it was notified              */
+	uint64_t zc_bits[FERRYI_TCP_ZC_WIN / 64]; /* notified ids >= zc_done, by id % WIN */
+	struct ferryi_list zc_ops;     /* ops done but for their notification          */
+	struct ferryi_list zc_ctls;    /* READ_RESPs holding a user region until then  */
 };
 
 struct ferryi_tcp_lp {
@@ -155,7 +246,15 @@ struct ferryi_tcp_lp {
 
 struct ferryi_tcp_inst {
 	struct ferryi_prov_inst *pi;
+	struct ferryi_config_ext ext;  /* FERRY_ZEROCOPY_MIN, FERRY_COMPRESS_ACCEPT    */
+	struct ferryi_zcodec *z;       /* zstd contexts, made on first use             */
+	bool z_failed;                 /* making them failed: send raw                 */
+	/* Counters beyond ferry_stats, for tests and debugging. */
+	uint64_t zc_sends, zc_copied, zc_fallbacks, z_segments, z_raw_segments, z_samples;
 };
+
+/* Test hook: keep using MSG_ZEROCOPY on sockets where the kernel copied anyway. */
+extern bool ferryi_tcp_zc_keep_copied;
 
 extern const struct ferryi_provider ferryi_tcp_provider;
 
@@ -208,6 +307,54 @@ void ferryi_tcp_on_hello(struct ferry_ep *ep);
 void ferryi_tcp_on_hello_ack(struct ferry_ep *ep);
 void ferryi_tcp_send_error_now(int fd, int status);
 
+/* tcp_z.c */
+struct ferryi_tcp_inst *ferryi_tcp_inst(struct ferry_ep *ep);
+struct ferryi_zcodec *ferryi_tcp_codec(struct ferry_ep *ep);
+/* The mode for a payload of len bytes to this peer with these FERRY_OP_* flags. */
+enum ferryi_zmode ferryi_tcp_z_mode(struct ferry_ep *ep, unsigned op_flags, uint64_t len);
+uint32_t ferryi_tcp_z_frame(struct ferry_ep *ep, struct ferryi_op *op,
+			    struct ferryi_tcp_ctl *ctl, bool first, uint8_t *prefix,
+			    const void **payload, uint64_t *plen, bool *more, bool *from_user);
+bool ferryi_tcp_z_frame_done(struct ferry_ep *ep, struct ferryi_op *op,
+			     struct ferryi_tcp_ctl *ctl);
+void ferryi_tcp_z_unstage(struct ferry_ep *ep);
+void ferryi_tcp_z_rx_begin(struct ferry_ep *ep);
+void ferryi_tcp_z_rx_payload(struct ferry_ep *ep, void *dst, uint64_t raw);
+bool ferryi_tcp_z_rx_piece(struct ferry_ep *ep);
+void ferryi_tcp_z_ep_fini(struct ferry_ep *ep);
+
+/* tcp_zc.c */
+bool ferryi_tcp_zc_usable(struct ferry_ep *ep, uint64_t len);
+
+/* Whether an item's last zero-copy send (zc: its id | ZC_PENDING, or 0) still waits
+ * for its notification. Ids wrap at 2^32; the window keeps every live one within
+ * 2^31 of zc_done. */
+static inline bool ferryi_tcp_zc_pending(const struct ferryi_tcp_ep *te, uint64_t zc)
+{
+	return (zc & FERRYI_TCP_ZC_PENDING) && (int32_t)((uint32_t)zc - te->zc_done) >= 0;
+}
+
+/* Whether a payload of len bytes from user memory may go zero-copy: the inline test
+ * keeps the common case (small, or zero-copy off) free of calls. */
+static inline bool ferryi_tcp_zc_try(struct ferry_ep *ep, uint64_t len)
+{
+	return len >= ferryi_tcp_ep(ep)->zc_min && ferryi_tcp_zc_usable(ep, len);
+}
+
+/* Whether a payload may be compressed at all (cheap; ferryi_tcp_z_mode decides). */
+static inline bool ferryi_tcp_z_maybe(const struct ferryi_tcp_ep *te, unsigned op_flags,
+				      uint64_t len)
+{
+	return (te->zpolicy || (op_flags & FERRY_OP_COMPRESS)) && len >= FERRYI_ZMIN_TRY &&
+	       (te->peer.features & FERRYI_FEAT_ZSTD);
+}
+uint64_t ferryi_tcp_zc_sent(struct ferry_ep *ep);
+void ferryi_tcp_zc_reap(struct ferry_ep *ep);
+
+/* tcp_ep.c */
+void ferryi_tcp_rx_body(struct ferry_ep *ep);
+void ferryi_tcp_ctl_free(struct ferryi_tcp_ctl *ctl);
+
 /* tcp_rma.c */
 int ferryi_tcp_write(struct ferry_ep *ep, struct ferryi_op *op);
 int ferryi_tcp_read(struct ferry_ep *ep, struct ferryi_op *op);
@@ -215,8 +362,8 @@ void ferryi_tcp_on_write(struct ferry_ep *ep);
 void ferryi_tcp_on_write_ack(struct ferry_ep *ep);
 void ferryi_tcp_on_read_req(struct ferry_ep *ep);
 void ferryi_tcp_on_read_resp(struct ferry_ep *ep);
-void ferryi_tcp_write_rx_done(struct ferry_ep *ep);
-void ferryi_tcp_read_rx_done(struct ferry_ep *ep);
+void ferryi_tcp_write_rx_done(struct ferry_ep *ep, int zerr);
+void ferryi_tcp_read_rx_done(struct ferry_ep *ep, int zerr);
 uint32_t ferryi_tcp_op_prefix(const struct ferryi_op *op, uint8_t *out,
 			      const void **payload, uint64_t *payload_len);
 

@@ -10,8 +10,10 @@
  *           0   2     magic      FERRYI_TCP_MAGIC
  *           2   1     version    FERRYI_PROTO_VERSION
  *           3   1     type       enum ferryi_tcp_type
- *           4   4     flags      MSG: core msg type (bits 0-7) | msg flags (8-15); else 0
- *           8   8     len        payload bytes after the extension
+ *           4   4     flags      MSG: core msg type (bits 0-7) | msg flags (8-15);
+ *                                WRITE, READ_RESP: ZSTD | MORE; READ_REQ: ZWANT or
+ *                                ZNEVER; else 0 (FERRYI_TCP_F_*)
+ *           8   8     len        payload bytes after the extension, as on the wire
  *           16  8     tag        MSG: tag; else 0
  *           24  8     aux        MSG: aux; RMA frames: initiator's op id; else 0
  *
@@ -25,6 +27,20 @@
  *   WRITE_ACK   8    none           status i32, reserved u32 = 0
  *   READ_REQ    24   none           key u64, remote offset u64, length u64 (<= max_frame)
  *   READ_RESP   8    length or 0    status i32, reserved u32 = 0 (payload only if 0)
+ *
+ * Compression (negotiated: a side sends it only to a peer whose HELLO advertised
+ * FERRYI_FEAT_ZSTD). A compressed payload is a segment of lib/compress.h: an 8-byte
+ * raw length, then chunks of at most 256 KiB raw, each stored or one zstd frame. It
+ * is flagged with FERRYI_MSGF_COMPRESSED in a MSG (EAGER messages only) and with
+ * FERRYI_TCP_F_ZSTD in WRITE and READ_RESP; hdr.len is always the length on the wire,
+ * and the raw length is checked (limits, wire bounds) before any chunk is read.
+ * Bulk transfers that are compressed go in segments (bounded staging on the sending
+ * side): several WRITE frames (key, offset of the segment) or several READ_RESP
+ * frames (in order, status 0) for one op, each segment compressed or raw, all but the
+ * last with FERRYI_TCP_F_MORE. A target answers a segmented WRITE once, after the
+ * last segment, with the first refusal of any segment; the segments of one transfer
+ * are never interleaved with another transfer's. A READ_REQ carries the reader's
+ * per-op preference (ZWANT, ZNEVER); the side that sends the bytes decides.
  *
  * Decoders return 0, FERRY_EPROTO (malformed) or FERRY_EVERSION (other version) and
  * describe the problem, with the offending numbers, in `why`.
@@ -62,6 +78,14 @@ enum ferryi_tcp_type {
 	FERRYI_TCP_TYPE_MAX_,
 };
 
+/* Header flags of the non-MSG frames. */
+enum ferryi_tcp_flags {
+	FERRYI_TCP_F_ZSTD = 1u << 0,   /* WRITE, READ_RESP: the payload is a zstd segment   */
+	FERRYI_TCP_F_MORE = 1u << 1,   /* WRITE, READ_RESP: a segment; more of it follow    */
+	FERRYI_TCP_F_ZWANT = 1u << 2,  /* READ_REQ: the reader's op asks for compression    */
+	FERRYI_TCP_F_ZNEVER = 1u << 3, /* READ_REQ: the reader's op forbids it              */
+};
+
 struct ferryi_tcp_hdr {
 	uint16_t magic;
 	uint8_t version;
@@ -71,6 +95,15 @@ struct ferryi_tcp_hdr {
 	uint64_t tag;
 	uint64_t aux;
 };
+
+/* Whether a frame's payload is a compressed segment (lib/compress.h). */
+static inline bool ferryi_tcp_hdr_zstd(const struct ferryi_tcp_hdr *h)
+{
+	if (h->type == FERRYI_TCP_MSG)
+		return ((h->flags >> 8) & FERRYI_MSGF_COMPRESSED) != 0;
+	return (h->type == FERRYI_TCP_WRITE || h->type == FERRYI_TCP_READ_RESP) &&
+	       (h->flags & FERRYI_TCP_F_ZSTD);
+}
 
 /* The decoded extension; which fields mean something depends on the type. */
 struct ferryi_tcp_ext {
@@ -205,12 +238,15 @@ static inline uint32_t ferryi_tcp_encode(uint8_t *out, const struct ferryi_tcp_h
  * Decodes and validates a 32-byte header against the limits of this side. Checks,
  * in order: magic (EPROTO), version (EVERSION), type, then per type the flags, tag,
  * aux and the payload length (control frames carry none; MSG at most
- * lim->eager_max; WRITE and READ_RESP at most lim->max_frame).
+ * lim->eager_max; WRITE and READ_RESP at most lim->max_frame). Lengths are on-wire
+ * lengths; a compressed payload's raw length is checked when its prelude arrives.
  */
 static inline int ferryi_tcp_hdr_decode(const uint8_t *in,
 					const struct ferryi_tcp_limits *lim,
 					struct ferryi_tcp_hdr *h, char *why, size_t whylen)
 {
+	uint32_t allowed = 0; /* header flags a non-MSG frame of this type may carry */
+
 	h->magic = ferryi_get_le16(in);
 	h->version = in[2];
 	h->type = in[3];
@@ -262,7 +298,9 @@ static inline int ferryi_tcp_hdr_decode(const uint8_t *in,
 	}
 	case FERRYI_TCP_WRITE:
 	case FERRYI_TCP_READ_RESP:
-		break; /* payload allowed up to max_frame (checked above) */
+		/* payload allowed up to max_frame (checked above) */
+		allowed = FERRYI_TCP_F_ZSTD | FERRYI_TCP_F_MORE;
+		break;
 	default:
 		if (h->len != 0) {
 			FERRYI_TCP_WHY_(why, whylen,
@@ -270,11 +308,16 @@ static inline int ferryi_tcp_hdr_decode(const uint8_t *in,
 					ferryi_tcp_type_name(h->type), h->len);
 			return FERRY_EPROTO;
 		}
+		/* A reader's preference: one of the two, never both. */
+		if (h->type == FERRYI_TCP_READ_REQ &&
+		    (h->flags & (FERRYI_TCP_F_ZWANT | FERRYI_TCP_F_ZNEVER)) !=
+			    (FERRYI_TCP_F_ZWANT | FERRYI_TCP_F_ZNEVER))
+			allowed = FERRYI_TCP_F_ZWANT | FERRYI_TCP_F_ZNEVER;
 		break;
 	}
-	if (h->flags != 0 || h->tag != 0) {
+	if ((h->flags & ~allowed) != 0 || h->tag != 0) {
 		FERRYI_TCP_WHY_(why, whylen,
-				"%s with non-zero flags 0x%08" PRIx32 " or tag 0x%" PRIx64,
+				"%s with unknown flags 0x%08" PRIx32 " or non-zero tag 0x%" PRIx64,
 				ferryi_tcp_type_name(h->type), h->flags, h->tag);
 		return FERRY_EPROTO;
 	}

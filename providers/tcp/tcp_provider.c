@@ -51,19 +51,28 @@ static int tcp_inst_init(struct ferryi_prov_inst *pi)
 {
 	struct ferryi_tcp_inst *ti = ferryi_inst_priv(pi);
 
+	memset(ti, 0, sizeof(*ti));
 	ti->pi = pi;
+	/* FERRY_ZEROCOPY_MIN, FERRY_COMPRESS_ACCEPT: no ferry_config field yet. */
+	ferryi_config_ext_init(&ti->ext);
+	(void)ferryi_config_ext_from_env(&ti->ext); /* a bad value is logged and ignored */
 	return 0;
 }
 
 static void tcp_inst_fini(struct ferryi_prov_inst *pi)
 {
-	(void)pi; /* every endpoint and listener is gone; nothing of our own remains */
+	struct ferryi_tcp_inst *ti = ferryi_inst_priv(pi);
+
+	/* Every endpoint and listener is gone; the zstd contexts are all that remain. */
+	ferryi_zcodec_free(ti->z);
+	ti->z = NULL;
 }
 
 static int tcp_mr_reg(struct ferryi_prov_inst *pi, struct ferry_mr *mr)
 {
-	(void)pi;
-	(void)mr;
+	struct ferryi_tcp_mr *tm = ferryi_mr_priv(mr, pi);
+
+	tm->zflags = 0; /* set by the rendezvous send that registered it, if one did */
 	return 0;
 }
 
@@ -98,7 +107,7 @@ const struct ferryi_provider ferryi_tcp_provider = {
 	.inst_size = sizeof(struct ferryi_tcp_inst),
 	.ep_size = sizeof(struct ferryi_tcp_ep),
 	.listener_size = sizeof(struct ferryi_tcp_lp),
-	.mr_size = 0,
+	.mr_size = sizeof(struct ferryi_tcp_mr),
 	.scheme_match = tcp_scheme_match,
 	.info = tcp_info,
 	.inst_init = tcp_inst_init,

@@ -12,6 +12,14 @@
  * Op ids from the wire are looked up with ferryi_op_find() and must name an op of the
  * right kind that is waiting for exactly this answer; anything else is a protocol
  * error. Lengths are 64-bit throughout; the writer and reader loop on partial I/O.
+ *
+ * Compressible transfers go in segments (tcp_z.c): a write as several WRITE frames,
+ * answered once after the last (MORE clear) with the first refusal among them; a
+ * read's answer as several READ_RESP frames, received in order at op->buf + what came
+ * before. Who compresses: the initiator of a write (its op's flags, then its policy);
+ * for a read, the target that sends the bytes, from the reader's flags carried in
+ * READ_REQ, then the flags of the send whose rendezvous buffer is read, then its own
+ * policy.
  */
 #define _GNU_SOURCE
 #include "tcp_internal.h"
@@ -40,6 +48,7 @@ uint32_t ferryi_tcp_op_prefix(const struct ferryi_op *op, uint8_t *out,
 		break;
 	case FERRYI_TCP_READ_REQ:
 		h.type = FERRYI_TCP_READ_REQ;
+		h.flags = (uint32_t)(op->prov[FERRYI_TCP_OP_RSTAT] & 0xffu);
 		h.aux = ferryi_op_id(op);
 		e.key = op->prov[FERRYI_TCP_OP_KEY];
 		e.offset = op->remote_offset;
@@ -85,6 +94,17 @@ static int tcp_rma_post(struct ferry_ep *ep, struct ferryi_op *op, unsigned kind
 		ferryi_op_done(op, FERRY_EMSGSIZE);
 	} else {
 		op->prov[FERRYI_TCP_OP_KEY] = ferryi_get_le64(key);
+		if (kind == FERRYI_TCP_WRITE) {
+			if (ferryi_tcp_z_maybe(te, op->flags, op->len))
+				op->prov[FERRYI_TCP_OP_ZS + FERRYI_TCP_ZS_CTL] =
+					ferryi_tcp_z_mode(ep, op->flags, op->len);
+		} else if ((te->peer.features & FERRYI_FEAT_ZSTD) && te->zaccept) {
+			/* The target decides; tell it what this read asked for. */
+			if (op->flags & FERRY_OP_NO_COMPRESS)
+				op->prov[FERRYI_TCP_OP_RSTAT] = FERRYI_TCP_F_ZNEVER;
+			else if (op->flags & FERRY_OP_COMPRESS)
+				op->prov[FERRYI_TCP_OP_RSTAT] = FERRYI_TCP_F_ZWANT;
+		}
 		ferryi_tcp_tx_post(ep, op, kind);
 	}
 	ferryi_tcp_leave(ep);
@@ -126,7 +146,19 @@ void ferryi_tcp_on_write_ack(struct ferry_ep *ep)
 				      te->rh.aux);
 		return;
 	}
+	if (ferryi_tcp_zc_pending(te, op->prov[FERRYI_TCP_OP_ZC])) {
+		ferryi_tcp_zc_reap(ep); /* the notification is usually in by now */
+		if (te->closed)
+			return; /* the close completed op, still in te->wait */
+	}
 	ferryi_list_remove(&op->qlink);
+	if (ferryi_tcp_zc_pending(te, op->prov[FERRYI_TCP_OP_ZC])) {
+		/* Answered, but the kernel may still hold the buffer: complete later. */
+		op->prov[FERRYI_TCP_OP_DONE_ST] = (uint64_t)(int64_t)status;
+		op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_ZC;
+		ferryi_list_push_back(&te->zc_ops, &op->qlink);
+		return;
+	}
 	ferryi_op_done(op, status);
 }
 
@@ -143,32 +175,41 @@ void ferryi_tcp_on_read_resp(struct ferry_ep *ep)
 				      te->rh.aux);
 		return;
 	}
+	uint64_t recvd = op->prov[FERRYI_TCP_OP_RECVD], raw = te->rx_raw;
+	bool more = (te->rh.flags & FERRYI_TCP_F_MORE) != 0;
+
 	if (status != 0) {
-		if (te->rh.len != 0) {
+		/* A refusal comes before any data, alone. */
+		if (te->rh.len != 0 || te->rh.flags != 0 || recvd != 0) {
 			ferryi_tcp_proto_fail(ep, FERRY_EPROTO,
 					      "READ_RESP with status %d carries "
-					      "%" PRIu64 " bytes",
-					      status, te->rh.len);
+					      "%" PRIu64 " bytes (flags 0x%x, %" PRIu64
+					      " received before)",
+					      status, te->rh.len, (unsigned)te->rh.flags, recvd);
 			return;
 		}
 		ferryi_list_remove(&op->qlink);
 		ferryi_op_done(op, status);
 		return;
 	}
-	if (te->rh.len != op->len) {
+	if (raw > op->len - recvd || (more ? raw == 0 : raw != op->len - recvd)) {
 		ferryi_tcp_proto_fail(ep, FERRY_EPROTO,
-				      "READ_RESP carries %" PRIu64
-				      " bytes for a read of %" PRIu64,
-				      te->rh.len, op->len);
+				      "READ_RESP carries %" PRIu64 " bytes%s after %" PRIu64
+				      " for a read of %" PRIu64,
+				      raw, more ? " (more to come)" : "", recvd, op->len);
 		return;
 	}
-	/* Stays in te->wait (a close completes it) while the payload arrives. */
+	/* Stays in te->wait (a close completes it) while the payload arrives. After a
+	 * segment that did not decode, the rest is read and dropped. */
 	op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_RECV;
 	te->rx_op = op;
-	ferryi_tcp_rx_payload(ep, FERRYI_TCP_READ_RESP, op->buf, te->rh.len);
+	ferryi_tcp_rx_payload(ep, FERRYI_TCP_READ_RESP,
+			      (op->prov[FERRYI_TCP_OP_RSTAT] >> 32) ? NULL
+								 : (uint8_t *)op->buf + recvd,
+			      raw);
 }
 
-void ferryi_tcp_read_rx_done(struct ferry_ep *ep)
+void ferryi_tcp_read_rx_done(struct ferry_ep *ep, int zerr)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
 	struct ferryi_op *op = te->rx_op;
@@ -176,8 +217,15 @@ void ferryi_tcp_read_rx_done(struct ferry_ep *ep)
 	te->rx_op = NULL;
 	if (!op)
 		return;
+	op->prov[FERRYI_TCP_OP_RECVD] += te->rx_raw;
+	if (zerr && !(op->prov[FERRYI_TCP_OP_RSTAT] >> 32))
+		op->prov[FERRYI_TCP_OP_RSTAT] |= (uint64_t)(uint32_t)zerr << 32;
+	if (te->rh.flags & FERRYI_TCP_F_MORE) {
+		op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_WAIT; /* the next segment */
+		return;
+	}
 	ferryi_list_remove(&op->qlink);
-	ferryi_op_done(op, 0);
+	ferryi_op_done(op, (int32_t)(uint32_t)(op->prov[FERRYI_TCP_OP_RSTAT] >> 32));
 }
 
 /* ------------------------------------------------------------------ target */
@@ -194,7 +242,13 @@ void ferryi_tcp_on_write(struct ferry_ep *ep)
 	void *ptr = NULL;
 	int rc;
 
-	rc = ferryi_mr_remote_get(ep, te->rext.key, te->rext.offset, te->rh.len,
+	if (te->wseg && te->rh.aux != te->wseg_aux) {
+		ferryi_tcp_proto_fail(ep, FERRY_EPROTO,
+				      "WRITE for op 0x%" PRIx64 " inside the segmented write of "
+				      "op 0x%" PRIx64, te->rh.aux, te->wseg_aux);
+		return;
+	}
+	rc = ferryi_mr_remote_get(ep, te->rext.key, te->rext.offset, te->rx_raw,
 				  FERRY_ACCESS_REMOTE_WRITE, &te->rx_use, &ptr);
 	if (te->closed) {
 		if (rc == 0)
@@ -205,14 +259,15 @@ void ferryi_tcp_on_write(struct ferry_ep *ep)
 	te->rx_status = tcp_wire_status(rc);
 	te->rx_aux = te->rh.aux;
 	/* Refused: the payload is read and dropped, the ack carries the reason. */
-	ferryi_tcp_rx_payload(ep, FERRYI_TCP_WRITE, rc == 0 ? ptr : NULL, te->rh.len);
+	ferryi_tcp_rx_payload(ep, FERRYI_TCP_WRITE, rc == 0 ? ptr : NULL, te->rx_raw);
 }
 
-void ferryi_tcp_write_rx_done(struct ferry_ep *ep)
+void ferryi_tcp_write_rx_done(struct ferry_ep *ep, int zerr)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
 	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_WRITE_ACK, .aux = te->rx_aux};
-	struct ferryi_tcp_ext e = {.status = te->rx_status};
+	struct ferryi_tcp_ext e = {.status = 0};
+	int status = te->rx_status ? te->rx_status : tcp_wire_status(zerr);
 
 	if (te->rx_use_held) {
 		te->rx_use_held = false;
@@ -220,7 +275,39 @@ void ferryi_tcp_write_rx_done(struct ferry_ep *ep)
 		if (te->closed)
 			return;
 	}
+	/* A segmented write is answered once, after its last segment, with the first
+	 * refusal of any segment. */
+	if (!te->wseg) {
+		te->wseg_aux = te->rx_aux;
+		te->wseg_status = 0;
+	}
+	if (status && !te->wseg_status)
+		te->wseg_status = status;
+	if (te->rh.flags & FERRYI_TCP_F_MORE) {
+		te->wseg = true;
+		return;
+	}
+	te->wseg = false;
+	e.status = te->wseg_status;
 	(void)ferryi_tcp_ctl_queue(ep, &h, &e);
+}
+
+/*
+ * The compression of a READ_RESP: the reader's flags (ZNEVER, ZWANT) first, then those
+ * of the send whose rendezvous buffer mr is (FERRY_OP_NO_COMPRESS wins), then our
+ * policy; only toward a reader that advertised zstd (ferryi_tcp_z_mode).
+ */
+static enum ferryi_zmode tcp_read_resp_mode(struct ferry_ep *ep, struct ferry_mr *mr,
+					    uint32_t rflags, uint64_t len)
+{
+	const struct ferryi_tcp_mr *tm = ferryi_mr_priv(mr, ep->pi);
+	unsigned f = tm->zflags;
+
+	if (rflags & FERRYI_TCP_F_ZNEVER)
+		return FERRYI_ZMODE_NONE;
+	if (rflags & FERRYI_TCP_F_ZWANT)
+		f |= FERRY_OP_COMPRESS;
+	return ferryi_tcp_z_mode(ep, f, len);
 }
 
 void ferryi_tcp_on_read_req(struct ferry_ep *ep)
@@ -241,6 +328,15 @@ void ferryi_tcp_on_read_req(struct ferry_ep *ep)
 		ctl->payload = ptr;
 		ctl->payload_len = te->rext.length;
 		h.len = te->rext.length;
+		/* Compressible: sent in segments (tcp_z.c), prefixes made as they go. A
+		 * rendezvous buffer's flags (the send's) count as the reader's. */
+		if ((te->rh.flags & FERRYI_TCP_F_ZWANT) ||
+		    ferryi_tcp_z_maybe(te, ((const struct ferryi_tcp_mr *)ferryi_mr_priv(
+						    ctl->use.mr, ep->pi))->zflags,
+				       te->rext.length))
+			ctl->zs[FERRYI_TCP_ZS_CTL] = tcp_read_resp_mode(
+				ep, ctl->use.mr, te->rh.flags, te->rext.length);
+		ctl->aux = te->rh.aux;
 	} else {
 		e.status = tcp_wire_status(rc);
 	}

@@ -46,6 +46,8 @@ static const char *const all_vars[] = {
 	"FERRY_COMPRESS_MIN",
 	"FERRY_PROGRESS_THREAD",
 	"FERRY_CQ_SIZE",
+	"FERRY_ZEROCOPY_MIN",    /* no struct field yet: lib/config.h ferryi_config_ext */
+	"FERRY_COMPRESS_ACCEPT",
 };
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
 
