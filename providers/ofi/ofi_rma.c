@@ -185,7 +185,7 @@ void ofi_rma_finish(struct ofi_rma *r)
 	struct ofi_ep *oep = ofi_ep(ep);
 	struct ferryi_op *op = r->op;
 	int status = r->status;
-	bool refused = r->refused;
+	bool refused = r->refused, write = r->write; /* r is freed below */
 
 	/* The target may let go of its region now. */
 	if (r->checked && r->hold_id && oep->peer && oep->remote_conn)
@@ -201,8 +201,8 @@ void ofi_rma_finish(struct ofi_rma *r)
 		return;
 	}
 	if (status < 0 && !refused)
-		ferryi_ep_failed(ep, status, r->write ? "one-sided write failed"
-						      : "one-sided read failed");
+		ferryi_ep_failed(ep, status, write ? "one-sided write failed"
+						    : "one-sided read failed");
 	if (op)
 		ferryi_op_done(op, status);
 }
