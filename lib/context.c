@@ -180,14 +180,23 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 
 	ferryi_ctx_assert_locked(ctx);
 	ctx->last_progress_ns = ferryi_now_ns(ctx);
-	do {
+	/*
+	 * Batches of ready fds, a bounded number per pass. Teardowns run between batches:
+	 * an endpoint that began closing no longer reads its socket, which stays ready
+	 * until its provider leaves epoll, so 64 of them would otherwise fill every batch
+	 * and this loop would never end.
+	 */
+	for (int batch = 0; batch < 16; batch++) {
 		n = epoll_wait(ctx->epfd, evs, (int)FERRYI_ARRAY_LEN(evs), 0);
 		for (int i = 0; i < n; i++) {
 			struct ferryi_poll_handle *h = evs[i].data.ptr;
 			h->fn(h, evs[i].events);
 		}
 		events += n > 0 ? n : 0;
-	} while (n == (int)FERRYI_ARRAY_LEN(evs));
+		if (n < (int)FERRYI_ARRAY_LEN(evs))
+			break;
+		ferryi_process_closes(ctx);
+	}
 	for (int i = 0; i < ctx->nprovs; i++)
 		if (ctx->provs[i]->prov->progress)
 			events += ctx->provs[i]->prov->progress(ctx->provs[i]);

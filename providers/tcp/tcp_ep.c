@@ -52,6 +52,7 @@ void ferryi_tcp_ep_init(struct ferry_ep *ep, int fd)
 		te->local.features &= ~(uint32_t)FERRYI_FEAT_ZSTD;
 	te->zaccept = (te->local.features & FERRYI_FEAT_ZSTD) && ferryi_compress_built();
 	te->zpolicy = ferry_ctx_config(ep->ctx)->compress != FERRY_COMPRESS_OFF;
+	te->zauto = ferry_ctx_config(ep->ctx)->compress == FERRY_COMPRESS_AUTO;
 	te->zc_min = ferryi_tcp_inst(ep)->ext.zerocopy_min ? ferryi_tcp_inst(ep)->ext.zerocopy_min
 							   : UINT64_MAX;
 	if (te->local.eager_max > FERRYI_TCP_EAGER_MAX)
@@ -472,6 +473,8 @@ static int tcp_tx_once(struct ferry_ep *ep, uint64_t *wrote)
 		}
 		break;
 	}
+	if (n >= 0 && te->zauto)
+		ferryi_tcp_z_tx_note(ep, (uint64_t)n, (uint64_t)n < b.bytes);
 	if (n > 0 && (flags & MSG_ZEROCOPY)) {
 		uint64_t id = ferryi_tcp_zc_sent(ep);
 
@@ -529,6 +532,7 @@ void ferryi_tcp_flush(struct ferry_ep *ep)
 		te->flush_again = false;
 		if (!tcp_tx_pending(te)) {
 			te->want_out = false;
+			te->zbl_t0 = 0; /* nothing left to send: the socket is no bottleneck */
 			break;
 		}
 		/* Yield after the budget; EPOLLOUT (level-triggered) brings us back. */
@@ -1080,7 +1084,17 @@ void ferryi_tcp_ep_close(struct ferry_ep *ep, int reason, int graceful)
 		te->polled = false;
 	}
 	if (te->fd >= 0) {
-		if (graceful && !te->io_error) {
+		if (te->zc_next != te->zc_done) {
+			/*
+			 * Zero-copy sends still queued in the kernel read the user's pages, and
+			 * their ops complete below with the close reason: the user may reuse
+			 * those buffers at once. An abortive close (RST) drops the queued data
+			 * and releases the pages now, so the peer can never receive a frame
+			 * built from reused memory as a success.
+			 */
+			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+			(void)setsockopt(te->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		} else if (graceful && !te->io_error) {
 			shutdown(te->fd, SHUT_WR);
 			tcp_drain_input(te->fd);
 		}

@@ -174,6 +174,7 @@ struct ferryi_tcp_ep {
 	bool rz_on;                /* the payload in progress is compressed            */
 	bool rz_body;              /* ... and its prelude has been read                */
 	bool zc_used;              /* SO_ZEROCOPY was set: reap the error queue        */
+	bool zauto;                /* FERRY_COMPRESS=auto: measure the link (tcp_z.c)   */
 	uint64_t zc_min;           /* payloads this large may go zero-copy; UINT64_MAX
 				      once off (a cheap first test)                    */
 	uint64_t batch_gen;        /* batches built (tcp_ep.c)                          */
@@ -223,6 +224,12 @@ struct ferryi_tcp_ep {
 	uint64_t ztx_gen;              /* batch that staged item was added to          */
 	uint8_t zauto_bo;              /* auto: items in a row that did not compress   */
 	uint32_t zauto_skip;           /* auto: items still to send raw unsampled      */
+	uint64_t zbl_t0;               /* auto: the socket has been full since (ns)    */
+	uint64_t zbl_bytes;            /* ... and took this many bytes since           */
+	uint64_t zwire_bps;            /* auto: its drain rate (the link), 0 = unknown */
+	uint64_t zcomp_bps;            /* auto: compression speed measured, 0 = none   */
+	uint32_t zslow_skip;           /* auto: segments raw before compressing again  */
+	uint32_t zslow_int;            /* auto: ... and the interval it came from      */
 	bool wseg;                     /* WRITE target: inside a segmented write       */
 	uint64_t wseg_aux;             /* its op id                                    */
 	int wseg_status;               /* first refusal among its segments             */
@@ -255,6 +262,9 @@ struct ferryi_tcp_inst {
 
 /* Test hook: keep using MSG_ZEROCOPY on sockets where the kernel copied anyway. */
 extern bool ferryi_tcp_zc_keep_copied;
+/* Test hook: nonzero = auto takes every link for one of this many bytes per second
+ * instead of measuring it (loopback is faster than any compressor). */
+extern uint64_t ferryi_tcp_zauto_link_bps;
 
 extern const struct ferryi_provider ferryi_tcp_provider;
 
@@ -318,6 +328,7 @@ uint32_t ferryi_tcp_z_frame(struct ferry_ep *ep, struct ferryi_op *op,
 bool ferryi_tcp_z_frame_done(struct ferry_ep *ep, struct ferryi_op *op,
 			     struct ferryi_tcp_ctl *ctl);
 void ferryi_tcp_z_unstage(struct ferry_ep *ep);
+void ferryi_tcp_z_tx_note(struct ferry_ep *ep, uint64_t wrote, bool full);
 void ferryi_tcp_z_rx_begin(struct ferry_ep *ep);
 void ferryi_tcp_z_rx_payload(struct ferry_ep *ep, void *dst, uint64_t raw);
 bool ferryi_tcp_z_rx_piece(struct ferry_ep *ep);

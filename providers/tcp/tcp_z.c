@@ -8,7 +8,12 @@
  *   - a MSG is one segment, the whole message (only messages up to FERRYI_TCP_ZSEG get
  *     a mode); WRITE and READ_RESP go in segments of FERRYI_TCP_ZSEG raw bytes, all but
  *     the last flagged MORE;
- *   - AUTO samples a segment first (compress.h). A failed sample sends the segment raw,
+ *   - AUTO compresses only where that is faster: once the link has been measured (the
+ *     drain rate of a full socket) and found slower than compression (its measured
+ *     speed) by half. Until then, and on links faster than zstd (loopback, fast
+ *     networks), it sends raw, compressing one segment in 32 (then 64 ... 1024) to
+ *     measure again;
+ *   - AUTO also samples a segment first (compress.h). A failed sample sends it raw,
  *     straight from the user's memory (zero-copy where that applies), and each further
  *     failure doubles the next raw segment, up to 64 MiB: incompressible data costs one
  *     16 KiB sample per 64 MiB. A segment that compressed well lets the next one skip
@@ -36,6 +41,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ZS_FL_SHIFT 8
 #define ZS_FL_MASK (0xffull << ZS_FL_SHIFT)
@@ -44,6 +50,87 @@
 #define ZS_GOOD (1ull << 24)
 /* Segments of at most this size are compressed without sampling first. */
 #define Z_SAMPLE_FROM (16u * 1024u)
+/* A drain-rate sample needs the socket full this long and this many bytes. */
+#define Z_BL_MIN_NS (5u * 1000u * 1000u)
+#define Z_BL_MIN_BYTES (128u * 1024u)
+/*
+ * Auto compresses only where compression outruns the link by half (the speeds vary,
+ * and a compressor that merely keeps up gains nothing). Where it does not, one
+ * segment in 32 is compressed to measure again, then one in 64 ... 1024 while the
+ * answer stays the same.
+ */
+#define Z_SLOW_PROBE_MIN 32u
+#define Z_SLOW_PROBE_MAX 1024u
+
+uint64_t ferryi_tcp_zauto_link_bps;
+
+static uint64_t z_mono_ns(void)
+{
+	struct timespec ts;
+
+	/* Real time even under a test clock: these are speeds of real things. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Auto measures the link as the rate at which a full socket drains: between two
+ * writes that found the socket full, the bytes it took are what left it. The best
+ * recent sample counts (a pause of ours can only make a sample low), decaying by 1/8
+ * per sample so that a link that got slower shows.
+ */
+void ferryi_tcp_z_tx_note(struct ferry_ep *ep, uint64_t wrote, bool full)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	uint64_t now;
+
+	if (te->zbl_t0)
+		te->zbl_bytes += wrote;
+	if (!full)
+		return;
+	now = z_mono_ns();
+	if (te->zbl_t0) {
+		uint64_t dt = now - te->zbl_t0, rate, decayed;
+
+		if (dt < Z_BL_MIN_NS || te->zbl_bytes < Z_BL_MIN_BYTES)
+			return; /* keep accumulating */
+		rate = (uint64_t)((double)te->zbl_bytes * 1e9 / (double)dt);
+		decayed = te->zwire_bps - te->zwire_bps / 8;
+		te->zwire_bps = rate > decayed ? rate : decayed;
+	}
+	te->zbl_t0 = now;
+	te->zbl_bytes = 0;
+}
+
+/*
+ * Whether auto may compress now: only once the link is known to be slower than
+ * compression. Elsewhere (loopback, a fast network) zstd, not the wire, would be the
+ * bottleneck and the transfer slower than raw. Returns Z_LINK_SLOW (compress),
+ * Z_LINK_UNKNOWN (raw until measured) or Z_LINK_FAST (raw; one segment now and then
+ * compresses to measure again).
+ */
+enum { Z_LINK_SLOW, Z_LINK_UNKNOWN, Z_LINK_FAST };
+
+static int z_auto_link(struct ferryi_tcp_ep *te)
+{
+	uint64_t link = ferryi_tcp_zauto_link_bps ? ferryi_tcp_zauto_link_bps : te->zwire_bps;
+
+	if (!link)
+		return Z_LINK_UNKNOWN;
+	if (!te->zcomp_bps || te->zcomp_bps > link + link / 2) {
+		te->zslow_int = 0;
+		return Z_LINK_SLOW;
+	}
+	if (te->zslow_skip) {
+		te->zslow_skip--;
+		return Z_LINK_FAST;
+	}
+	/* This one compresses, to measure again; the next probe comes later. */
+	te->zslow_int = te->zslow_int ? FERRYI_MIN(te->zslow_int * 2, Z_SLOW_PROBE_MAX)
+				      : Z_SLOW_PROBE_MIN;
+	te->zslow_skip = te->zslow_int - 1;
+	return Z_LINK_SLOW;
+}
 
 struct ferryi_tcp_inst *ferryi_tcp_inst(struct ferry_ep *ep)
 {
@@ -159,8 +246,16 @@ static bool z_prepare(struct ferry_ep *ep, struct z_item *it, bool first)
 	uint64_t seg = segmented ? FERRYI_MIN(left, (uint64_t)FERRYI_TCP_ZSEG) : left;
 	struct ferryi_zcodec *z = ferryi_tcp_codec(ep);
 	bool try_z = z != NULL, judged = false;
+	int link = try_z && mode == FERRYI_ZMODE_AUTO ? z_auto_link(te) : Z_LINK_SLOW;
 
-	if (try_z && mode == FERRYI_ZMODE_AUTO && !(ctl & ZS_GOOD)) {
+	if (link != Z_LINK_SLOW) {
+		/* The link is faster than compression, or not measured yet: raw, without
+		 * judging the data; on a fast link in large segments (fewer frames), else
+		 * in one (measured again soon). */
+		try_z = false;
+		if (link == Z_LINK_FAST && segmented)
+			seg = FERRYI_MIN(left, (uint64_t)FERRYI_TCP_ZSEG << 4);
+	} else if (try_z && mode == FERRYI_ZMODE_AUTO && !(ctl & ZS_GOOD)) {
 		if (off == 0 && te->zauto_skip) {
 			/* Recent items on this endpoint did not compress: trust that. */
 			te->zauto_skip--;
@@ -183,8 +278,16 @@ static bool z_prepare(struct ferry_ep *ep, struct z_item *it, bool first)
 		try_z = r > 0;
 	}
 	if (try_z) {
+		uint64_t t0 = mode == FERRYI_ZMODE_AUTO ? z_mono_ns() : 0;
+
 		wire = ferryi_zseg_encode(z, cfg->compress_level, te->ztx, it->src + off, seg);
 		te->tx_zcharge += seg;
+		if (t0 && seg >= Z_BL_MIN_BYTES) {
+			uint64_t dt = z_mono_ns() - t0;
+			uint64_t rate = (uint64_t)((double)seg * 1e9 / (double)(dt ? dt : 1));
+
+			te->zcomp_bps = te->zcomp_bps ? (3 * te->zcomp_bps + rate) / 4 : rate;
+		}
 		if (ferryi_zseg_pays(mode, seg, wire)) {
 			fl = FERRYI_TCP_F_ZSTD;
 			ctl |= ZS_GOOD;
