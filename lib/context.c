@@ -186,7 +186,7 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 	 * until its provider leaves epoll, so 64 of them would otherwise fill every batch
 	 * and this loop would never end.
 	 */
-	for (int batch = 0; batch < 16; batch++) {
+	for (int batch = 0; batch < 256; batch++) {
 		n = epoll_wait(ctx->epfd, evs, (int)FERRYI_ARRAY_LEN(evs), 0);
 		for (int i = 0; i < n; i++) {
 			struct ferryi_poll_handle *h = evs[i].data.ptr;
