@@ -262,8 +262,8 @@ struct ferryi_tcp_inst {
 
 /* Test hook: keep using MSG_ZEROCOPY on sockets where the kernel copied anyway. */
 extern bool ferryi_tcp_zc_keep_copied;
-/* Test hook: nonzero = auto takes every link for one of this many bytes per second
- * instead of measuring it (loopback is faster than any compressor). */
+/* Test hook: nonzero = auto takes every link for slower than compression instead of
+ * measuring (loopback is faster than any compressor): it judges the data only. */
 extern uint64_t ferryi_tcp_zauto_link_bps;
 
 extern const struct ferryi_provider ferryi_tcp_provider;

@@ -113,8 +113,10 @@ enum { Z_LINK_SLOW, Z_LINK_UNKNOWN, Z_LINK_FAST };
 
 static int z_auto_link(struct ferryi_tcp_ep *te)
 {
-	uint64_t link = ferryi_tcp_zauto_link_bps ? ferryi_tcp_zauto_link_bps : te->zwire_bps;
+	uint64_t link = te->zwire_bps;
 
+	if (ferryi_tcp_zauto_link_bps)
+		return Z_LINK_SLOW; /* tests: judge the data, not the speeds */
 	if (!link)
 		return Z_LINK_UNKNOWN;
 	if (!te->zcomp_bps || te->zcomp_bps > link + link / 2) {
@@ -250,11 +252,12 @@ static bool z_prepare(struct ferry_ep *ep, struct z_item *it, bool first)
 
 	if (link != Z_LINK_SLOW) {
 		/* The link is faster than compression, or not measured yet: raw, without
-		 * judging the data; on a fast link in large segments (fewer frames), else
-		 * in one (measured again soon). */
+		 * judging the data, in large segments (fewer frames): 16 MiB on a fast
+		 * link, 4 MiB until it is measured (then the rest may compress). */
 		try_z = false;
-		if (link == Z_LINK_FAST && segmented)
-			seg = FERRYI_MIN(left, (uint64_t)FERRYI_TCP_ZSEG << 4);
+		if (segmented)
+			seg = FERRYI_MIN(left, (uint64_t)FERRYI_TCP_ZSEG
+						       << (link == Z_LINK_FAST ? 4 : 2));
 	} else if (try_z && mode == FERRYI_ZMODE_AUTO && !(ctl & ZS_GOOD)) {
 		if (off == 0 && te->zauto_skip) {
 			/* Recent items on this endpoint did not compress: trust that. */
