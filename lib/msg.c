@@ -239,6 +239,19 @@ static void op_arm_deadline(struct ferryi_op *op, const struct ferry_op_attr *at
 				 ferryi_now_ns(op->ep->ctx) + (uint64_t)attr->timeout_ms * 1000000ull);
 }
 
+/*
+ * Bookkeeping of a successful post. The provider may have completed the op already
+ * (its memory reused): only an op still alive under its id gets its deadline.
+ */
+static void op_posted(struct ferry_ep *ep, struct ferryi_op *op, uint64_t id,
+		      const struct ferry_op_attr *attr)
+{
+	ep->pi->stats.ops_posted++;
+	ferryi_ep_touch_use(ep);
+	if (ferryi_op_find(ep, id) == op)
+		op_arm_deadline(op, attr);
+}
+
 /* ------------------------------------------------------------------ control messages */
 
 int ferryi_send_ctrl(struct ferry_ep *ep, uint8_t type, uint64_t tag, uint64_t aux)
@@ -430,13 +443,8 @@ int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint64_t tag, v
 	} else {
 		rc = op_hand_over(op, ep->pi->prov->send);
 	}
-	if (rc == 0) {
-		ep->pi->stats.ops_posted++;
-		ferryi_ep_touch_use(ep);
-		/* The provider may have completed it already: arm only what is still alive. */
-		if (ferryi_op_find(ep, id) == op)
-			op_arm_deadline(op, attr);
-	}
+	if (rc == 0)
+		op_posted(ep, op, id, attr);
 out:
 	ferryi_ctx_unlock(ctx);
 	return rc;
@@ -564,9 +572,7 @@ int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag, uint64_
 	op->tag = tag;
 	op->tag_mask = tag_mask;
 	op->flags = attr ? attr->flags : 0;
-	ep->pi->stats.ops_posted++;
-	ferryi_ep_touch_use(ep);
-	op_arm_deadline(op, attr);
+	op_posted(ep, op, ferryi_op_id(op), attr);
 
 	ferryi_list_foreach_safe(&ep->unexpected, n, t) {
 		struct ferryi_uxmsg *ux = ferryi_container_of(n, struct ferryi_uxmsg, link);
@@ -905,12 +911,8 @@ static int rma_post(struct ferry_ep *ep, enum ferry_op_type type, void *buf, siz
 	}
 	uint64_t id = ferryi_op_id(op);
 	rc = op_hand_over(op, type == FERRY_OP_WRITE ? ep->pi->prov->write : ep->pi->prov->read);
-	if (rc == 0) {
-		ep->pi->stats.ops_posted++;
-		ferryi_ep_touch_use(ep);
-		if (ferryi_op_find(ep, id) == op)
-			op_arm_deadline(op, attr);
-	}
+	if (rc == 0)
+		op_posted(ep, op, id, attr);
 out:
 	ferryi_ctx_unlock(ctx);
 	return rc;
