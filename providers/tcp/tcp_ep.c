@@ -473,8 +473,8 @@ static int tcp_tx_once(struct ferry_ep *ep, uint64_t *wrote)
 		}
 		break;
 	}
-	if (n >= 0 && te->zauto)
-		ferryi_tcp_z_tx_note(ep, (uint64_t)n, (uint64_t)n < b.bytes);
+	if (te->zauto && n >= 0 && (uint64_t)n < b.bytes)
+		ferryi_tcp_z_tx_full(ep);
 	if (n > 0 && (flags & MSG_ZEROCOPY)) {
 		uint64_t id = ferryi_tcp_zc_sent(ep);
 

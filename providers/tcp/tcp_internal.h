@@ -225,9 +225,10 @@ struct ferryi_tcp_ep {
 	uint8_t zauto_bo;              /* auto: items in a row that did not compress   */
 	uint32_t zauto_skip;           /* auto: items still to send raw unsampled      */
 	uint64_t zbl_t0;               /* auto: the socket has been full since (ns)    */
-	uint64_t zbl_bytes;            /* ... and took this many bytes since           */
+	uint64_t zbl_bytes;            /* ... when the peer had acknowledged this much */
 	uint64_t zwire_bps;            /* auto: its drain rate (the link), 0 = unknown */
 	uint64_t zcomp_bps;            /* auto: compression speed measured, 0 = none   */
+	uint32_t zratio16;             /* auto: ratio of the last segment, x16         */
 	uint32_t zslow_skip;           /* auto: segments raw before compressing again  */
 	uint32_t zslow_int;            /* auto: ... and the interval it came from      */
 	bool wseg;                     /* WRITE target: inside a segmented write       */
@@ -262,9 +263,9 @@ struct ferryi_tcp_inst {
 
 /* Test hook: keep using MSG_ZEROCOPY on sockets where the kernel copied anyway. */
 extern bool ferryi_tcp_zc_keep_copied;
-/* Test hook: nonzero = auto takes every link for slower than compression instead of
+/* Test hook: true = auto takes every link for slower than compression instead of
  * measuring (loopback is faster than any compressor): it judges the data only. */
-extern uint64_t ferryi_tcp_zauto_link_bps;
+extern bool ferryi_tcp_zauto_assume_slow;
 
 extern const struct ferryi_provider ferryi_tcp_provider;
 
@@ -328,7 +329,8 @@ uint32_t ferryi_tcp_z_frame(struct ferry_ep *ep, struct ferryi_op *op,
 bool ferryi_tcp_z_frame_done(struct ferry_ep *ep, struct ferryi_op *op,
 			     struct ferryi_tcp_ctl *ctl);
 void ferryi_tcp_z_unstage(struct ferry_ep *ep);
-void ferryi_tcp_z_tx_note(struct ferry_ep *ep, uint64_t wrote, bool full);
+/* Auto: a write found the socket full (the link is what limits us now). */
+void ferryi_tcp_z_tx_full(struct ferry_ep *ep);
 void ferryi_tcp_z_rx_begin(struct ferry_ep *ep);
 void ferryi_tcp_z_rx_payload(struct ferry_ep *ep, void *dst, uint64_t raw);
 bool ferryi_tcp_z_rx_piece(struct ferry_ep *ep);

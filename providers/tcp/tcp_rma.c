@@ -328,12 +328,12 @@ void ferryi_tcp_on_read_req(struct ferry_ep *ep)
 		ctl->payload = ptr;
 		ctl->payload_len = te->rext.length;
 		h.len = te->rext.length;
-		/* Compressible: sent in segments (tcp_z.c), prefixes made as they go. A
-		 * rendezvous buffer's flags (the send's) count as the reader's. */
-		if ((te->rh.flags & FERRYI_TCP_F_ZWANT) ||
-		    ferryi_tcp_z_maybe(te, ((const struct ferryi_tcp_mr *)ferryi_mr_priv(
-						    ctl->use.mr, ep->pi))->zflags,
-				       te->rext.length))
+		/* Compressible: sent in segments (tcp_z.c), prefixes made as they go. Only
+		 * rendezvous buffers (internal regions) carry a send's flags. */
+		if ((te->rh.flags & FERRYI_TCP_F_ZWANT) || te->zpolicy ||
+		    (ctl->use.mr->internal &&
+		     (((const struct ferryi_tcp_mr *)ferryi_mr_priv(ctl->use.mr, ep->pi))->zflags &
+		      FERRY_OP_COMPRESS)))
 			ctl->zs[FERRYI_TCP_ZS_CTL] = tcp_read_resp_mode(
 				ep, ctl->use.mr, te->rh.flags, te->rext.length);
 		ctl->aux = te->rh.aux;

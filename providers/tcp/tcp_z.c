@@ -9,10 +9,10 @@
  *     a mode); WRITE and READ_RESP go in segments of FERRYI_TCP_ZSEG raw bytes, all but
  *     the last flagged MORE;
  *   - AUTO compresses only where that is faster: once the link has been measured (the
- *     drain rate of a full socket) and found slower than compression (its measured
- *     speed) by half. Until then, and on links faster than zstd (loopback, fast
- *     networks), it sends raw, compressing one segment in 32 (then 64 ... 1024) to
- *     measure again;
+ *     rate of acknowledged bytes while the socket is full) and compressing moves at
+ *     least an eighth more (min(compression speed, ratio x link) against the link).
+ *     Until then, and on links faster than zstd (loopback, fast networks), it sends
+ *     raw, compressing one segment in 32 (then 64 ... 1024) to measure again;
  *   - AUTO also samples a segment first (compress.h). A failed sample sends it raw,
  *     straight from the user's memory (zero-copy where that applies), and each further
  *     failure doubles the next raw segment, up to 64 MiB: incompressible data costs one
@@ -39,8 +39,11 @@
 #include "tcp_internal.h"
 
 #include <inttypes.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define ZS_FL_SHIFT 8
@@ -50,19 +53,20 @@
 #define ZS_GOOD (1ull << 24)
 /* Segments of at most this size are compressed without sampling first. */
 #define Z_SAMPLE_FROM (16u * 1024u)
-/* A drain-rate sample needs the socket full this long and this many bytes. */
-#define Z_BL_MIN_NS (5u * 1000u * 1000u)
-#define Z_BL_MIN_BYTES (128u * 1024u)
+/* A link-rate sample: the socket full for this long, this many bytes acknowledged. */
+#define Z_BL_MIN_NS (10u * 1000u * 1000u)
+#define Z_BL_MIN_BYTES (256u * 1024u)
 /*
- * Auto compresses only where compression outruns the link by half (the speeds vary,
- * and a compressor that merely keeps up gains nothing). Where it does not, one
- * segment in 32 is compressed to measure again, then one in 64 ... 1024 while the
- * answer stays the same.
+ * Auto compresses only where that moves an eighth more than raw: compressed, a
+ * connection moves min(compression speed, ratio x link) raw bytes per second, raw it
+ * moves the link's rate (the speeds vary from run to run; a gain that small is not
+ * worth the CPU). Where it does not, one segment in 32 is compressed to measure
+ * again, then one in 64 ... 1024 while the answer stays the same.
  */
 #define Z_SLOW_PROBE_MIN 32u
 #define Z_SLOW_PROBE_MAX 1024u
 
-uint64_t ferryi_tcp_zauto_link_bps;
+bool ferryi_tcp_zauto_assume_slow;
 
 static uint64_t z_mono_ns(void)
 {
@@ -73,33 +77,43 @@ static uint64_t z_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Bytes the peer has acknowledged on this socket (TCP_INFO), or 0 if unknown. */
+static uint64_t z_bytes_acked(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+	    len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+		return 0;
+	return ti.tcpi_bytes_acked;
+}
+
 /*
- * Auto measures the link as the rate at which a full socket drains: between two
- * writes that found the socket full, the bytes it took are what left it. The best
- * recent sample counts (a pause of ours can only make a sample low), decaying by 1/8
- * per sample so that a link that got slower shows.
+ * Auto measures the link while the socket stays full (we offer more than it takes):
+ * the bytes the peer acknowledged over such a window, at least 10 ms long, divided by
+ * its length. Acknowledged bytes, not bytes written: those include the growth of the
+ * socket buffer and the bursts a shaper lets through. The window ends when the queue
+ * runs dry (ferryi_tcp_flush resets zbl_t0); samples are averaged (1/4 new).
  */
-void ferryi_tcp_z_tx_note(struct ferry_ep *ep, uint64_t wrote, bool full)
+void ferryi_tcp_z_tx_full(struct ferry_ep *ep)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
-	uint64_t now;
+	uint64_t now, acked;
 
-	if (te->zbl_t0)
-		te->zbl_bytes += wrote;
-	if (!full)
-		return;
 	now = z_mono_ns();
-	if (te->zbl_t0) {
-		uint64_t dt = now - te->zbl_t0, rate, decayed;
+	if (te->zbl_t0 && now - te->zbl_t0 < Z_BL_MIN_NS)
+		return; /* the window goes on */
+	acked = z_bytes_acked(te->fd);
+	if (te->zbl_t0 && acked >= te->zbl_bytes + Z_BL_MIN_BYTES) {
+		uint64_t rate = (uint64_t)((double)(acked - te->zbl_bytes) * 1e9 /
+					   (double)(now - te->zbl_t0));
 
-		if (dt < Z_BL_MIN_NS || te->zbl_bytes < Z_BL_MIN_BYTES)
-			return; /* keep accumulating */
-		rate = (uint64_t)((double)te->zbl_bytes * 1e9 / (double)dt);
-		decayed = te->zwire_bps - te->zwire_bps / 8;
-		te->zwire_bps = rate > decayed ? rate : decayed;
+		te->zwire_bps = te->zwire_bps ? (3 * te->zwire_bps + rate) / 4 : rate;
 	}
-	te->zbl_t0 = now;
-	te->zbl_bytes = 0;
+	te->zbl_t0 = acked ? now : 0;
+	te->zbl_bytes = acked; /* the window's start, in acknowledged bytes */
 }
 
 /*
@@ -115,11 +129,15 @@ static int z_auto_link(struct ferryi_tcp_ep *te)
 {
 	uint64_t link = te->zwire_bps;
 
-	if (ferryi_tcp_zauto_link_bps)
+	if (ferryi_tcp_zauto_assume_slow)
 		return Z_LINK_SLOW; /* tests: judge the data, not the speeds */
 	if (!link)
 		return Z_LINK_UNKNOWN;
-	if (!te->zcomp_bps || te->zcomp_bps > link + link / 2) {
+	/* ratio in 1/16ths, of the last segment that compressed (none yet: assume 2) */
+	uint64_t by_ratio = link / 16 * (te->zratio16 ? te->zratio16 : 32);
+	uint64_t gain = FERRYI_MIN(te->zcomp_bps, by_ratio);
+
+	if (!te->zcomp_bps || gain > link + link / 8) {
 		te->zslow_int = 0;
 		return Z_LINK_SLOW;
 	}
@@ -252,12 +270,11 @@ static bool z_prepare(struct ferry_ep *ep, struct z_item *it, bool first)
 
 	if (link != Z_LINK_SLOW) {
 		/* The link is faster than compression, or not measured yet: raw, without
-		 * judging the data, in large segments (fewer frames): 16 MiB on a fast
-		 * link, 4 MiB until it is measured (then the rest may compress). */
+		 * judging the data; on a fast link in 16 MiB segments (fewer frames),
+		 * until it is measured in one (the rest may compress). */
 		try_z = false;
-		if (segmented)
-			seg = FERRYI_MIN(left, (uint64_t)FERRYI_TCP_ZSEG
-						       << (link == Z_LINK_FAST ? 4 : 2));
+		if (segmented && link == Z_LINK_FAST)
+			seg = FERRYI_MIN(left, (uint64_t)FERRYI_TCP_ZSEG << 4);
 	} else if (try_z && mode == FERRYI_ZMODE_AUTO && !(ctl & ZS_GOOD)) {
 		if (off == 0 && te->zauto_skip) {
 			/* Recent items on this endpoint did not compress: trust that. */
@@ -292,6 +309,10 @@ static bool z_prepare(struct ferry_ep *ep, struct z_item *it, bool first)
 			te->zcomp_bps = te->zcomp_bps ? (3 * te->zcomp_bps + rate) / 4 : rate;
 		}
 		if (ferryi_zseg_pays(mode, seg, wire)) {
+			/* The ratio the link decision assumes: of data that compresses (what
+			 * does not is the sampling's business, not the link's). */
+			if (t0)
+				te->zratio16 = (uint32_t)FERRYI_MIN(seg * 16 / wire, 16u * 1024u);
 			fl = FERRYI_TCP_F_ZSTD;
 			ctl |= ZS_GOOD;
 			backoff = 0;
