@@ -89,6 +89,7 @@ static const struct cfg_var cfg_vars[] = {
 	CFG_INT_VAR("FERRY_IDLE_TIMEOUT", idle_timeout_s, CFG_U32, 0, CFG_IDLE_MAX_S),
 	CFG_INT_VAR("FERRY_PROBE_INTERVAL_MS", probe_interval_ms, CFG_U32, 0, UINT32_MAX),
 	CFG_INT_VAR("FERRY_PROBE_MISSES", probe_misses, CFG_U32, 0, UINT32_MAX),
+	CFG_INT_VAR("FERRY_PROBE_IDLE_INTERVAL_MS", probe_idle_interval_ms, CFG_U32, 0, UINT32_MAX),
 	CFG_INT_VAR("FERRY_RECONNECT_INITIAL_MS", reconnect_initial_ms, CFG_U32, 1, UINT32_MAX),
 	CFG_INT_VAR("FERRY_RECONNECT_MAX_MS", reconnect_max_ms, CFG_U32, 1, UINT32_MAX),
 	CFG_DBL_VAR("FERRY_RECONNECT_MULTIPLIER", reconnect_multiplier, 1.0, 1000.0),
@@ -145,6 +146,7 @@ void ferry_config_init(struct ferry_config *cfg)
 	cfg->idle_timeout_s = 30;
 	cfg->probe_interval_ms = 1000;
 	cfg->probe_misses = 3;
+	cfg->probe_idle_interval_ms = 30000;
 	cfg->reconnect_initial_ms = 1000;
 	cfg->reconnect_max_ms = 30000;
 	cfg->reconnect_multiplier = 2.0;

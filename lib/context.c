@@ -171,6 +171,12 @@ void ferryi_ctx_wake(struct ferry_ctx *ctx)
 	while (r < 0 && errno == EINTR);
 }
 
+void ferryi_ctx_want_progress(struct ferry_ctx *ctx)
+{
+	if (atomic_load(&ctx->sleepers) > 0 || atomic_load(&ctx->fd_exported))
+		ferryi_ctx_wake(ctx);
+}
+
 /* ------------------------------------------------------------------ progress */
 
 int ferryi_progress_locked(struct ferry_ctx *ctx)
@@ -428,6 +434,7 @@ int ferry_ctx_create(const struct ferry_config *cfg, struct ferry_ctx **out)
 	ferryi_hmap_init(&ctx->mr_by_key);
 	ferryi_list_init(&ctx->idle_lru);
 	ferryi_list_init(&ctx->probe_lru);
+	ferryi_list_init(&ctx->keepalive_lru);
 	ferryi_list_init(&ctx->timer_ready);
 
 	rc = ferryi_config_check(&ctx->cfg);

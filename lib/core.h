@@ -273,9 +273,14 @@ struct ferry_ep {
 	uint64_t last_rx_ns;               /* any traffic, for probes                  */
 	uint64_t last_use_ns;              /* user traffic, for idle reaping           */
 	struct ferryi_list_node idle_link; /* ctx->idle_lru, by last_use_ns            */
-	struct ferryi_list_node probe_link; /* ctx->probe_lru, by probe_base_ns        */
-	uint64_t probe_base_ns;            /* last input, or last probe sent           */
+	struct ferryi_list_node probe_link; /* ctx->probe_lru (ops in flight or a probe
+					      unanswered) or ctx->keepalive_lru (the
+					      rest), by probe_base_ns                 */
+	uint64_t probe_base_ns;            /* last input, probe sent, or list change   */
 	uint32_t probes_unanswered;
+	bool probe_watched;                /* on probe_lru, not keepalive_lru          */
+	bool peer_pinned;                  /* the peer's last probe/answer said pinned */
+	bool told_pinned;                  /* what our last probe/answer told the peer */
 	struct ferryi_timer connect_timer;
 	max_align_t priv[];                /* provider state: prov->ep_size bytes      */
 };
@@ -455,6 +460,11 @@ void ferryi_ctx_assert_locked(const struct ferry_ctx *ctx);
 
 /* Wakes threads sleeping in ferry_cq_wait/ferry_connect and makes the ctx fd readable. */
 void ferryi_ctx_wake(struct ferry_ctx *ctx);
+/*
+ * Asks for a progress pass soon: wakes sleepers and the exported fd if there are
+ * any (a provider holding back work for its progress hook, e.g. FERRY_OP_MORE).
+ */
+void ferryi_ctx_want_progress(struct ferry_ctx *ctx);
 
 /* Stats of a provider instance, for the provider's own counters. */
 static inline struct ferry_stats *ferryi_stats(struct ferryi_prov_inst *pi)

@@ -213,6 +213,7 @@ void ferry_ep_hold(struct ferry_ep *ep)
 	ferryi_ep_ref(ep);
 	ep->holds++;
 	ep->pi->stats.eps_pinned += ep->holds == 1;
+	ferryi_ep_pin_changed(ep);
 	ferryi_ctx_unlock(ep->ctx);
 }
 
@@ -509,6 +510,7 @@ int ferry_connect(struct ferry_ctx *ctx, const char *uri, const struct ferry_con
 			ferryi_list_remove(&ep->pool_link);
 			ferryi_list_push_back(&ctx->pool, &ep->pool_link);
 			ferryi_ep_touch_use(ep);
+			ferryi_ep_pin_changed(ep);
 			ferryi_ctx_unlock(ctx);
 			*out = ep;
 			return 0;

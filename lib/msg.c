@@ -86,6 +86,8 @@ int ferryi_op_alloc2(struct ferry_ep *ep, enum ferry_op_type type, struct ferry_
 	ferryi_timer_init(&op->deadline, op_deadline);
 	ferryi_ep_ref(ep);
 	ferryi_list_push_back(&ep->ops, &op->link);
+	if (ferryi_list_first(&ep->ops) == &op->link)
+		ferryi_ep_ops_changed(ep);
 	*out = op;
 	return 0;
 nomem:
@@ -107,8 +109,11 @@ static void op_release(struct ferryi_op *op)
 {
 	struct ferry_ctx *ctx = op->ep->ctx;
 	ferryi_timer_cancel(ctx, &op->deadline);
-	if (ferryi_node_linked(&op->link))
+	if (ferryi_node_linked(&op->link)) {
 		ferryi_list_remove(&op->link);
+		if (ferryi_list_empty(&op->ep->ops))
+			ferryi_ep_ops_changed(op->ep);
+	}
 	if (ferryi_node_linked(&op->qlink))
 		ferryi_list_remove(&op->qlink);
 	if (op->mr) {
@@ -810,12 +815,14 @@ void ferryi_rx_end(struct ferry_ep *ep, struct ferryi_rx *rx, int status)
 		rx_fin(ep, rx);
 		break;
 	case FERRYI_MSG_PROBE:
-		/* A peer that holds its side pinned keeps ours from being reaped too. */
-		if (rx->msg.tag & FERRYI_PROBE_PINNED)
-			ferryi_ep_touch_use(ep);
-		(void)ferryi_send_ctrl(ep, FERRYI_MSG_PROBE_ACK, 0, rx->msg.aux);
-		break;
 	case FERRYI_MSG_PROBE_ACK:
+		/* A peer that holds its side pinned keeps ours from being reaped too. */
+		ep->peer_pinned = rx->msg.tag & FERRYI_PROBE_PINNED;
+		if (ep->peer_pinned)
+			ferryi_ep_touch_use(ep);
+		if (rx->msg.type == FERRYI_MSG_PROBE)
+			(void)ferryi_send_ctrl(ep, FERRYI_MSG_PROBE_ACK, ferryi_ep_pin_flag(ep),
+					       rx->msg.aux);
 		break;
 	case FERRYI_MSG_CREDIT:
 		rx_credit(ep, rx->msg.aux);

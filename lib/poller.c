@@ -1,16 +1,33 @@
 /*
  * poller.c - the context's poller thread: idle reaping, health probes, timers.
  *
- * Two intrusive LRU lists hold every connected endpoint. idle_lru is ordered by the
- * last user traffic (a post, or a user message received): touching moves an endpoint
- * to the tail, so the head is always the next candidate and a tick pops expired heads
- * only. probe_lru is ordered by the last input of any kind (or the last probe sent).
- * No tick walks all endpoints: its cost is the number of endpoints that are due.
+ * Intrusive LRU lists hold every connected endpoint; no tick walks all of them, its
+ * cost is the number of endpoints that are due. idle_lru is ordered by the last user
+ * traffic (a post, or a user message received): touching moves an endpoint to the
+ * tail, so the head is always the next candidate for reaping.
+ *
+ * Probes come at two cadences, because their purposes differ:
+ *   - probe_lru holds the endpoints being watched: an operation in flight (somebody
+ *     waits for this peer) or a probe unanswered. They are probed every
+ *     probe_interval_ms of silence, and a peer that misses probe_misses probes in a
+ *     row is declared dead, failing what is in flight within (misses + 1) intervals.
+ *   - keepalive_lru holds the rest, idle whether held or not. Nobody waits on them,
+ *     so a keepalive every probe_idle_interval_ms of silence is enough (it finds a
+ *     peer that died quietly, and keeps NAT state alive); an unanswered keepalive
+ *     moves the endpoint to probe_lru, where the fast cadence decides. Probing 10,000
+ *     idle endpoints every second cost a fifth of a core (docs/BENCHMARKS.md).
+ * Both lists are ordered by probe_base_ns: input of any kind, a probe sent, or the
+ * move between lists (every insertion is at the tail with the current time).
+ *
+ * Pinning crosses the wire as a flag on probes and their answers, remembered by the
+ * peer (peer_pinned): an endpoint held on one side is not reaped on the other even
+ * though keepalives are rare. A hold that the peer has not heard of yet is told at
+ * once (ferryi_ep_pin_changed).
  *
  * A pinned endpoint (a user hold or an op in flight) at the head of idle_lru is moved
  * to the tail as if used: it is looked at again one idle period later, never reaped.
- * Probes and their answers refresh probe_lru only, so an endpoint that exchanges only
- * probes is still idle.
+ * Probes and their answers refresh the probe lists only, so an endpoint that exchanges
+ * only probes is still idle.
  *
  * The poller also runs a progress pass every time it wakes, so probes are answered and
  * acknowledgements read even when the application is not polling.
@@ -29,14 +46,44 @@ void ferryi_poller_kick(struct ferry_ctx *ctx)
 		pthread_cond_signal(&ctx->poller_cond);
 }
 
+/* Whether ep belongs on probe_lru (watched) rather than keepalive_lru. */
+static bool ep_watched(const struct ferry_ep *ep)
+{
+	return !ferryi_list_empty(&ep->ops) || ep->probes_unanswered > 0;
+}
+
+static void ep_probe_push(struct ferry_ep *ep)
+{
+	ep->probe_watched = ep_watched(ep);
+	ferryi_list_push_back(ep->probe_watched ? &ep->ctx->probe_lru : &ep->ctx->keepalive_lru,
+			      &ep->probe_link);
+}
+
+/* Re-files ep at the tail of its probe list, its silence counted from now. */
+static void ep_probe_requeue(struct ferry_ep *ep, uint64_t now)
+{
+	ep->probe_base_ns = now;
+	if (ferryi_node_linked(&ep->probe_link)) {
+		ferryi_list_remove(&ep->probe_link);
+		ep_probe_push(ep);
+	}
+}
+
 void ferryi_ep_track(struct ferry_ep *ep)
 {
 	struct ferry_ctx *ctx = ep->ctx;
 	uint64_t now = ferryi_now_ns(ctx);
 	ep->last_use_ns = ep->last_rx_ns = ep->probe_base_ns = now;
 	ep->probes_unanswered = 0;
+	/*
+	 * Both sides start out assumed pinned (the dialer holds what it connects, the
+	 * acceptor what it accepts); the first probe or answer says how it really is.
+	 * Without probes of our own we could never ask, and only the peer's probes tell.
+	 */
+	ep->peer_pinned = ctx->cfg.probe_interval_ms != 0;
+	ep->told_pinned = true;
 	ferryi_list_push_back(&ctx->idle_lru, &ep->idle_link);
-	ferryi_list_push_back(&ctx->probe_lru, &ep->probe_link);
+	ep_probe_push(ep);
 	/* The poller may be sleeping far longer than this endpoint's first deadline. */
 	if (ferryi_list_first(&ctx->idle_lru) == &ep->idle_link)
 		ferryi_poller_kick(ctx);
@@ -61,12 +108,16 @@ void ferryi_ep_touch_use(struct ferry_ep *ep)
 
 void ferryi_ep_rx_activity(struct ferry_ep *ep)
 {
-	ep->last_rx_ns = ep->probe_base_ns = ferryi_now_ns(ep->ctx);
+	uint64_t now = ferryi_now_ns(ep->ctx);
+	ep->last_rx_ns = now;
 	ep->probes_unanswered = 0;
-	if (ferryi_node_linked(&ep->probe_link)) {
-		ferryi_list_remove(&ep->probe_link);
-		ferryi_list_push_back(&ep->ctx->probe_lru, &ep->probe_link);
-	}
+	ep_probe_requeue(ep, now);
+}
+
+void ferryi_ep_ops_changed(struct ferry_ep *ep)
+{
+	if (ferryi_node_linked(&ep->probe_link) && ep->probe_watched != ep_watched(ep))
+		ep_probe_requeue(ep, ferryi_now_ns(ep->ctx));
 }
 
 int ferryi_ctx_admission(const struct ferry_ctx *ctx)
@@ -101,6 +152,8 @@ static void reap_discard_unread(struct ferry_ep *ep)
 		    (unsigned long long)n, (unsigned long long)bytes);
 }
 
+static void probe_send(struct ferry_ep *ep, uint64_t now);
+
 static void reap_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 {
 	uint64_t timeout = ms_ns((uint64_t)ctx->cfg.idle_timeout_s * 1000);
@@ -115,9 +168,22 @@ static void reap_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 				*next = due;
 			return;
 		}
-		if (ep_pinned(ep)) {
+		if (ep_pinned(ep) || (ep->peer_pinned && !ctx->cfg.probe_interval_ms)) {
 			ferryi_ep_touch_use(ep);
 			continue;
+		}
+		if (ep->peer_pinned) {
+			/*
+			 * The peer held its side when it last said: ask again before
+			 * reaping. A "pinned" answer touches the endpoint (lib/msg.c), an
+			 * unpinned one lets the next tick reap it, silence fails it.
+			 */
+			if (ep->probes_unanswered == 0)
+				probe_send(ep, now);
+			uint64_t ask = now + ms_ns(ctx->cfg.probe_interval_ms);
+			if (ask < *next)
+				*next = ask;
+			return;
 		}
 		FERRYI_INFO(ctx, "%s endpoint %s idle for %u s: reaping", ep->pi->prov->name,
 			    ep->peer, ctx->cfg.idle_timeout_s);
@@ -129,16 +195,46 @@ static void reap_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 	}
 }
 
-static void probe_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
+/* The pinned flag for a probe or its answer; remembers what the peer was told. */
+uint64_t ferryi_ep_pin_flag(struct ferry_ep *ep)
 {
-	uint64_t interval = ms_ns(ctx->cfg.probe_interval_ms);
+	ep->told_pinned = ep_pinned(ep);
+	return ep->told_pinned ? FERRYI_PROBE_PINNED : 0;
+}
+
+static void probe_send(struct ferry_ep *ep, uint64_t now)
+{
+	ep->probes_unanswered++;
+	ep_probe_requeue(ep, now); /* watched until input arrives */
+	if (ferryi_send_ctrl(ep, FERRYI_MSG_PROBE, ferryi_ep_pin_flag(ep),
+			     ep->probes_unanswered) == 0)
+		ep->pi->stats.probes_sent++;
+}
+
+void ferryi_ep_pin_changed(struct ferry_ep *ep)
+{
+	/*
+	 * The peer reaps its side after its idle timeout unless it knows we hold ours,
+	 * and keepalives may come later than that: tell it now, once per change.
+	 */
+	if (ep->ctx->cfg.probe_interval_ms && ferryi_node_linked(&ep->probe_link) &&
+	    !ep->told_pinned && ep_pinned(ep))
+		probe_send(ep, ferryi_now_ns(ep->ctx));
+}
+
+/*
+ * Sends the probes due on one list. slack lets a tick take probes that fall due a
+ * little later, so that keepalives for thousands of endpoints go out in a few
+ * batches rather than one wake-up each.
+ */
+static void probe_list_tick(struct ferry_ctx *ctx, struct ferryi_list *list, uint64_t interval,
+			    uint64_t slack, uint64_t now, uint64_t *next)
+{
 	struct ferryi_list_node *n;
-	if (!interval)
-		return;
-	while ((n = ferryi_list_first(&ctx->probe_lru))) {
+	while ((n = ferryi_list_first(list))) {
 		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, probe_link);
 		uint64_t due = ep->probe_base_ns + interval;
-		if (due > now) {
+		if (due > now + slack) {
 			if (due < *next)
 				*next = due;
 			return;
@@ -154,14 +250,19 @@ static void probe_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 			ferryi_ep_failed(ep, FERRY_EPEERDEAD, why);
 			continue;
 		}
-		ep->probes_unanswered++;
-		ep->probe_base_ns = now;
-		ferryi_list_remove(&ep->probe_link);
-		ferryi_list_push_back(&ctx->probe_lru, &ep->probe_link);
-		if (ferryi_send_ctrl(ep, FERRYI_MSG_PROBE, ep_pinned(ep) ? FERRYI_PROBE_PINNED : 0,
-				     ep->probes_unanswered) == 0)
-			ep->pi->stats.probes_sent++;
+		probe_send(ep, now);
 	}
+}
+
+static void probe_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
+{
+	uint64_t interval = ms_ns(ctx->cfg.probe_interval_ms);
+	uint64_t idle = ms_ns(ctx->cfg.probe_idle_interval_ms);
+	if (!interval)
+		return;
+	probe_list_tick(ctx, &ctx->probe_lru, interval, 0, now, next);
+	if (idle)
+		probe_list_tick(ctx, &ctx->keepalive_lru, idle, idle / 16, now, next);
 }
 
 #define FERRYI_POLLER_ACCEPT_TICK_MS 10
@@ -201,7 +302,8 @@ uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 			next = a;
 	}
 	/* Answer peers' probes even when the application does not poll. */
-	if (ctx->cfg.probe_interval_ms && !ferryi_list_empty(&ctx->probe_lru)) {
+	if (ctx->cfg.probe_interval_ms &&
+	    (!ferryi_list_empty(&ctx->probe_lru) || !ferryi_list_empty(&ctx->keepalive_lru))) {
 		uint64_t p = now + ms_ns(ctx->cfg.probe_interval_ms) / 2;
 		if (p < next)
 			next = p;
@@ -280,6 +382,7 @@ int ferryi_poller_start(struct ferry_ctx *ctx)
 	pthread_condattr_destroy(&ca);
 	ferryi_list_init(&ctx->idle_lru);
 	ferryi_list_init(&ctx->probe_lru);
+	ferryi_list_init(&ctx->keepalive_lru);
 	if (pthread_create(&ctx->poller, NULL, poller_main, ctx) != 0) {
 		pthread_cond_destroy(&ctx->poller_cond);
 		FERRYI_ERR(ctx, "cannot start the poller thread");

@@ -177,8 +177,15 @@ struct ferry_config {
 	uint32_t connect_timeout_ms;     /* FERRY_CONNECT_TIMEOUT_MS (10000): whole connect */
 	uint32_t handshake_timeout_ms;   /* FERRY_HANDSHAKE_TIMEOUT_MS (5000)               */
 	uint32_t idle_timeout_s;         /* FERRY_IDLE_TIMEOUT (30); 0 = never reap         */
-	uint32_t probe_interval_ms;      /* FERRY_PROBE_INTERVAL_MS (1000); 0 = no probes   */
+	uint32_t probe_interval_ms;      /* FERRY_PROBE_INTERVAL_MS (1000); 0 = no probes.
+					    The cadence for endpoints with operations in
+					    flight (or a probe unanswered)              */
 	uint32_t probe_misses;           /* FERRY_PROBE_MISSES (3)                          */
+	uint32_t probe_idle_interval_ms; /* FERRY_PROBE_IDLE_INTERVAL_MS (30000): the
+					    keepalive cadence for endpoints with nothing
+					    in flight (held or not); an unanswered
+					    keepalive switches to probe_interval_ms.
+					    0 = idle endpoints are not probed            */
 	uint32_t reconnect_initial_ms;   /* FERRY_RECONNECT_INITIAL_MS (1000)               */
 	uint32_t reconnect_max_ms;       /* FERRY_RECONNECT_MAX_MS (30000)                  */
 	double reconnect_multiplier;     /* FERRY_RECONNECT_MULTIPLIER (2.0)                */
@@ -515,6 +522,16 @@ FERRY_API int ferry_ep_status(const struct ferry_ep *ep);
 enum ferry_op_flags {
 	FERRY_OP_COMPRESS = 1u << 0,    /* compress this payload if the peer agreed       */
 	FERRY_OP_NO_COMPRESS = 1u << 1, /* never compress this payload                    */
+	/*
+	 * More posts on this endpoint follow at once: the provider may hold this one
+	 * back and send it together with the next, so a burst of small messages costs
+	 * one system call rather than one each (libfabric's FI_MORE). What is held goes
+	 * out with the next post on the endpoint without the flag, or at the next
+	 * progress pass of the context (ferry_progress, ferry_cq_poll, ferry_cq_wait);
+	 * threads sleeping in ferry_cq_wait or on ferry_ctx_fd() are woken for it.
+	 * Providers without a use for it ignore it.
+	 */
+	FERRY_OP_MORE = 1u << 2,
 };
 
 /** Optional per-operation attributes; NULL means all defaults. */

@@ -30,6 +30,7 @@ static const char *const all_vars[] = {
 	"FERRY_IDLE_TIMEOUT",
 	"FERRY_PROBE_INTERVAL_MS",
 	"FERRY_PROBE_MISSES",
+	"FERRY_PROBE_IDLE_INTERVAL_MS",
 	"FERRY_RECONNECT_INITIAL_MS",
 	"FERRY_RECONNECT_MAX_MS",
 	"FERRY_RECONNECT_MULTIPLIER",
@@ -107,6 +108,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.idle_timeout_s, 30);
 	assert_int_equal(c.probe_interval_ms, 1000);
 	assert_int_equal(c.probe_misses, 3);
+	assert_int_equal(c.probe_idle_interval_ms, 30000);
 	assert_int_equal(c.reconnect_initial_ms, 1000);
 	assert_int_equal(c.reconnect_max_ms, 30000);
 	assert_true(c.reconnect_multiplier == 2.0);
@@ -162,6 +164,7 @@ static void test_env_every_variable(void **state)
 	setenv("FERRY_IDLE_TIMEOUT", "0", 1);
 	setenv("FERRY_PROBE_INTERVAL_MS", "250", 1);
 	setenv("FERRY_PROBE_MISSES", "7", 1);
+	setenv("FERRY_PROBE_IDLE_INTERVAL_MS", "45000", 1);
 	setenv("FERRY_RECONNECT_INITIAL_MS", "10", 1);
 	setenv("FERRY_RECONNECT_MAX_MS", "900", 1);
 	setenv("FERRY_RECONNECT_MULTIPLIER", "1.5", 1);
@@ -191,6 +194,7 @@ static void test_env_every_variable(void **state)
 	assert_int_equal(c.idle_timeout_s, 0);
 	assert_int_equal(c.probe_interval_ms, 250);
 	assert_int_equal(c.probe_misses, 7);
+	assert_int_equal(c.probe_idle_interval_ms, 45000);
 	assert_int_equal(c.reconnect_initial_ms, 10);
 	assert_int_equal(c.reconnect_max_ms, 900);
 	assert_true(c.reconnect_multiplier == 1.5);

@@ -86,6 +86,9 @@ static void cfgs(struct ferry_config *ca, struct ferry_config *cb, uint32_t idle
 	cb->idle_timeout_s = idle_b;
 	ca->probe_interval_ms = probe_a;
 	cb->probe_interval_ms = probe_b;
+	/* Idle endpoints probed as often as busy ones, unless a test says otherwise. */
+	ca->probe_idle_interval_ms = probe_a;
+	cb->probe_idle_interval_ms = probe_b;
 	ca->event_fn = on_event;
 	ca->event_arg = (void *)1;
 	cb->event_fn = on_event;
@@ -489,6 +492,138 @@ static void test_peer_without_own_probes_is_still_probed(void **state)
 	assert_int_equal(st, FERRY_EPEERDEAD);
 }
 
+/* ------------------------------------------------------------------ keepalive cadence */
+
+/* Probes every 100 ms for endpoints with ops in flight, every 1 s for idle ones. */
+static void cfgs_two_cadences(struct ferry_config *ca, struct ferry_config *cb,
+			      uint32_t idle_s_a, uint32_t idle_s_b)
+{
+	cfgs(ca, cb, idle_s_a, idle_s_b, 100, 100);
+	ca->probe_idle_interval_ms = cb->probe_idle_interval_ms = 1000;
+	ca->probe_misses = cb->probe_misses = 3;
+}
+
+/* Held, nothing in flight: one keepalive exchange per idle interval, not ten. */
+static void test_idle_endpoints_get_keepalives_only(void **state)
+{
+	(void)state;
+	struct ferry_config ca, cb;
+	cfgs_two_cadences(&ca, &cb, 0, 0);
+	open_pair(&ca, &cb);
+	unsigned p0 = mock_count(MOCK_CNT_PROBE);
+	advance(900, 10);
+	assert_int_equal(mock_count(MOCK_CNT_PROBE), p0);
+	advance(200, 10);
+	/* The first side due probes, its answer resets the other side's silence. */
+	assert_int_equal(mock_count(MOCK_CNT_PROBE), p0 + 1);
+	assert_int_equal(mock_count(MOCK_CNT_PROBE_ACK), 1);
+	advance(4000, 10);
+	unsigned per_5s = mock_count(MOCK_CNT_PROBE) - p0;
+	assert_true(per_5s >= 4 && per_5s <= 6);
+	assert_int_equal(ferry_ep_status(P.ea), 0);
+	assert_int_equal(ferry_ep_status(P.eb), 0);
+	mt_pair_close(&P);
+}
+
+/* A post on a quiet endpoint starts the fast cadence: a silent peer fails it fast. */
+static void test_post_on_idle_endpoint_watches_peer(void **state)
+{
+	(void)state;
+	struct ferry_config ca, cb;
+	struct ferry_completion c[4];
+	uint64_t r = 0;
+	cfgs_two_cadences(&ca, &cb, 0, 0);
+	open_pair(&ca, &cb);
+	advance(500, 10);
+	mock_ep_set_drop(P.eb, true);
+	assert_int_equal(ferry_recv(P.ea, &r, 8, 1, ~0ull, &r, NULL), 0);
+	/* Probes at +100, +200, +300 unanswered; declared dead at +400. */
+	advance(390, 10);
+	assert_int_equal(ferry_ep_status(P.ea), 0);
+	advance(20, 10);
+	assert_int_equal(ferry_ep_status(P.ea), FERRY_EPEERDEAD);
+	assert_int_equal(mt_drain(ferry_ctx_cq(P.a), c, 4, both, 2), 1);
+	assert_int_equal(c[0].status, FERRY_EPEERDEAD);
+	assert_ptr_equal(c[0].user_ctx, &r);
+	mt_pair_close(&P);
+}
+
+/* Nothing in flight: a silent peer is found by the keepalive, then the fast cadence. */
+static void test_idle_silent_peer_found_by_keepalive(void **state)
+{
+	(void)state;
+	struct ferry_config ca, cb;
+	cfgs_two_cadences(&ca, &cb, 0, 0);
+	cb.probe_interval_ms = 0; /* only a probes: its timing is what is checked */
+	open_pair(&ca, &cb);
+	mock_ep_set_drop(P.eb, true);
+	/* Keepalives may go out a little early (batched), never at the fast cadence. */
+	advance(900, 10);
+	assert_int_equal(mt_stats(P.a).probes_sent, 0);
+	/* keepalive, then 2 probes 100 ms apart unanswered: dead 300 ms after it */
+	advance(500, 10);
+	assert_int_equal(ferry_ep_status(P.ea), FERRY_EPEERDEAD);
+	assert_int_equal(mt_stats(P.a).peers_dead, 1);
+	assert_int_equal(mt_stats(P.a).probes_sent, 3);
+	mt_pair_close(&P);
+}
+
+/*
+ * b does not hold its side and reaps after 1 s, a holds its side; keepalives come
+ * every 10 s. b asks before reaping, a says it is pinned: nothing is reaped. Once a
+ * lets go, b reaps within an idle period, after asking again.
+ */
+static void test_peer_hold_known_without_frequent_probes(void **state)
+{
+	(void)state;
+	struct ferry_config ca, cb;
+	cfgs(&ca, &cb, 0, 1, 100, 100);
+	ca.probe_idle_interval_ms = cb.probe_idle_interval_ms = 10000;
+	open_pair(&ca, &cb);
+	ferry_ep_release(P.eb);
+	P.eb = NULL;
+	unsigned p0 = mock_count(MOCK_CNT_PROBE);
+	advance(5000, 10);
+	assert_int_equal(mt_stats(P.b).eps_reaped, 0);
+	assert_int_equal(ferry_ep_status(P.ea), 0);
+	/* About one question per idle period of b, not a probe every 100 ms. */
+	assert_true(mock_count(MOCK_CNT_PROBE) - p0 <= 6);
+	ferry_ep_release(P.ea);
+	P.ea = NULL;
+	advance(2500, 10);
+	assert_int_equal(mt_stats(P.b).eps_reaped, 1);
+	assert_int_equal(mt_stats(P.a).eps_open, 0);
+	assert_int_equal(mt_stats(P.a).peers_dead + mt_stats(P.b).peers_dead, 0);
+	mt_pair_close(&P);
+}
+
+/* A hold taken after the peer heard "unpinned" is told at once. */
+static void test_new_hold_is_told(void **state)
+{
+	(void)state;
+	struct ferry_config ca, cb;
+	struct ferry_ep *ea;
+	cfgs(&ca, &cb, 0, 1, 100, 100);
+	ca.probe_idle_interval_ms = cb.probe_idle_interval_ms = 300;
+	open_pair(&ca, &cb);
+	ferry_ep_release(P.ea); /* pooled, unheld */
+	ferry_ep_release(P.eb);
+	P.ea = P.eb = NULL;
+	/* Keepalive answers now say "unpinned"; b would reap at 1 s. */
+	advance(700, 10);
+	unsigned p0 = mock_count(MOCK_CNT_PROBE);
+	assert_int_equal(ferry_connect(P.a, P.uri, NULL, &ea), 0); /* from the pool */
+	assert_int_equal(mock_count(MOCK_CNT_PROBE), p0 + 1);
+	ferry_ep_hold(ea); /* already told: no second probe */
+	assert_int_equal(mock_count(MOCK_CNT_PROBE), p0 + 1);
+	advance(3000, 10);
+	assert_int_equal(mt_stats(P.b).eps_reaped, 0);
+	assert_int_equal(ferry_ep_status(ea), 0);
+	ferry_ep_release(ea);
+	ferry_ep_release(ea);
+	mt_pair_close(&P);
+}
+
 /* ------------------------------------------------------------------ connect backoff */
 
 static void backoff_cfg(struct ferry_config *ca, struct ferry_config *cb)
@@ -790,6 +925,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_probes_are_not_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_without_own_probes_is_still_probed,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_endpoints_get_keepalives_only, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_post_on_idle_endpoint_watches_peer, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_idle_silent_peer_found_by_keepalive, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_peer_hold_known_without_frequent_probes,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_hold_is_told, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_backoff, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_backoff_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connect_wakes_when_completed_elsewhere, setup,

@@ -429,6 +429,7 @@ static struct ferry_ctx *race_ctx(uint32_t idle_s)
 	cfg.providers = "mock,tcp";
 	cfg.idle_timeout_s = idle_s;
 	cfg.probe_interval_ms = 300;
+	cfg.probe_idle_interval_ms = 300; /* keepalives racing with everything else too */
 	cfg.probe_misses = 10; /* sanitizers slow everything: probes must not kill */
 	cfg.reconnect_attempts = 2;
 	cfg.reconnect_initial_ms = 5;
