@@ -30,21 +30,23 @@ struct bw_state {
 	uint64_t *limit;
 };
 
+/* more: another post follows at once (FERRY_OP_MORE, unless --no_more). */
 static int bw_post(struct perf_conn *pc, enum perf_test test, uint32_t e, uint64_t loff,
-		   uint64_t roff, uint64_t size, uint64_t seq)
+		   uint64_t roff, uint64_t size, uint64_t seq, int more)
 {
 	struct perf_ep *pe = &pc->eps[e];
+	struct ferry_op_attr attr = { .flags = more && !pc->p->no_more ? FERRY_OP_MORE : 0 };
 
 	switch (test) {
 	case PERF_WRITE_BW:
 		return ferry_write(pe->ep, pe->buf + loff, size, pe->mr, pe->rkey, roff,
-				   PERF_DATA_CTX(e), NULL);
+				   PERF_DATA_CTX(e), &attr);
 	case PERF_READ_BW:
 		return ferry_read(pe->ep, pe->buf + loff, size, pe->mr, pe->rkey, roff,
-				  PERF_DATA_CTX(e), NULL);
+				  PERF_DATA_CTX(e), &attr);
 	default:
 		return ferry_send(pe->ep, pe->buf + loff, size, PERF_TAG(PERF_K_DATA, seq),
-				  PERF_DATA_CTX(e), NULL);
+				  PERF_DATA_CTX(e), &attr);
 	}
 }
 
@@ -98,7 +100,8 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 
 				if (tp)
 					tp[posted] = perf_now();
-				rc = bw_post(pc, test, e, off, off, size, s);
+				rc = bw_post(pc, test, e, off, off, size, s,
+					     s + 1 < st->limit[e] && s + 1 - st->ccnt[e] < depth);
 				if (rc == FERRY_EAGAIN)
 					break; /* queue full: poll, then post again */
 				if (rc)
@@ -214,7 +217,7 @@ static int bw_post_retry(struct bw_state *st, enum perf_test test, uint32_t e, u
 {
 	int rc;
 
-	while ((rc = bw_post(st->pc, test, e, loff, roff, size, seq)) == FERRY_EAGAIN) {
+	while ((rc = bw_post(st->pc, test, e, loff, roff, size, seq, 0)) == FERRY_EAGAIN) {
 		rc = bw_wait(st, e, st->ccnt[e] + 1);
 		if (rc)
 			return rc;

@@ -59,6 +59,8 @@ static void prm_usage(FILE *f, const char *argv0)
 		"      --poll=busy|wait  spin on the completion queue (default) or sleep on its fd\n"
 		"      --warmup=N        untimed iterations before each size (default: tx-depth\n"
 		"                        for bw, 16 for lat)\n"
+		"      --no_more         bw tests: post every operation on its own; by default\n"
+		"                        all but the last of a burst carry FERRY_OP_MORE\n"
 		"  -h, --help            this text\n",
 		argv0);
 }
@@ -96,6 +98,7 @@ enum {
 	PRM_OPT_CHECK,
 	PRM_OPT_POLL,
 	PRM_OPT_WARMUP,
+	PRM_OPT_NO_MORE,
 };
 
 int perf_params_parse(int argc, char **argv, struct perf_params *p)
@@ -115,6 +118,7 @@ int perf_params_parse(int argc, char **argv, struct perf_params *p)
 		{ .name = "check", .has_arg = no_argument, .val = PRM_OPT_CHECK },
 		{ .name = "poll", .has_arg = required_argument, .val = PRM_OPT_POLL },
 		{ .name = "warmup", .has_arg = required_argument, .val = PRM_OPT_WARMUP },
+		{ .name = "no_more", .has_arg = no_argument, .val = PRM_OPT_NO_MORE },
 		{ .name = "help", .has_arg = no_argument, .val = 'h' },
 		{ 0 },
 	};
@@ -177,6 +181,9 @@ int perf_params_parse(int argc, char **argv, struct perf_params *p)
 			break;
 		case PRM_OPT_LOOPBACK:
 			p->loopback = 1;
+			break;
+		case PRM_OPT_NO_MORE:
+			p->no_more = 1;
 			break;
 		case PRM_OPT_CHECK:
 			p->check = 1;

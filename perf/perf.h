@@ -76,6 +76,7 @@ struct perf_params {
 	uint32_t port;
 	int port_set;
 	int report_gbits;
+	int no_more;        /* --no_more: bw posts without FERRY_OP_MORE */
 	int json;
 	int loopback;
 	int check;

@@ -65,12 +65,50 @@ void ferryi_tcp_ep_init(struct ferry_ep *ep, int fd)
 
 /* ------------------------------------------------------------------ lifetime */
 
+/* Lends ep a staging buffer for a receive pass. */
+static bool tcp_stage_take(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct ferryi_tcp_inst *ti = ferryi_tcp_inst(ep);
+
+	if (te->stage)
+		return true;
+	te->stage = ti->nstage_spare ? ti->stage_spare[--ti->nstage_spare]
+				     : malloc(FERRYI_TCP_STAGE_SIZE);
+	te->rs = te->re = 0;
+	return te->stage != NULL;
+}
+
+/* Gives ep's staging buffer back unless it holds part of a frame. */
+static void tcp_stage_give(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct ferryi_tcp_inst *ti = ferryi_tcp_inst(ep);
+
+	if (!te->stage || te->rs != te->re)
+		return;
+	if (ti->nstage_spare < FERRYI_TCP_STAGE_SPARE)
+		ti->stage_spare[ti->nstage_spare++] = te->stage;
+	else
+		free(te->stage);
+	te->stage = NULL;
+	te->rs = te->re = 0;
+}
+
+void ferryi_tcp_stage_spares_free(struct ferryi_tcp_inst *ti)
+{
+	while (ti->nstage_spare)
+		free(ti->stage_spare[--ti->nstage_spare]);
+}
+
 static void tcp_finish(struct ferry_ep *ep)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
 
-	free(te->stage);
-	te->stage = NULL;
+	te->rs = te->re; /* whatever is staged is of no use any more */
+	tcp_stage_give(ep);
+	if (ferryi_node_linked(&te->cork_link))
+		ferryi_list_remove(&te->cork_link);
 	ferryi_tcp_z_ep_fini(ep);
 	te->gone = true;
 	ferryi_ep_gone(ep);
@@ -525,6 +563,8 @@ void ferryi_tcp_flush(struct ferry_ep *ep)
 		te->flush_again = true; /* the outer flush loops once more */
 		return;
 	}
+	if (ferryi_node_linked(&te->cork_link))
+		ferryi_list_remove(&te->cork_link); /* written now, with the rest */
 	te->flushing = true;
 	for (uint64_t wrote = 0;;) {
 		int rc;
@@ -605,11 +645,37 @@ void ferryi_tcp_tx_post(struct ferry_ep *ep, struct ferryi_op *op, unsigned kind
 	op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_QUEUED;
 	op->prov[FERRYI_TCP_OP_SENT] = 0;
 	ferryi_list_push_back(&te->txq_ops, &op->qlink);
-	if (te->hs == FERRYI_TCP_HS_DONE && !te->want_out) {
+	if (te->hs != FERRYI_TCP_HS_DONE || te->want_out)
+		return; /* the handshake or EPOLLOUT will write it */
+	if (op->flags & FERRY_OP_MORE) {
+		if (!ferryi_node_linked(&te->cork_link)) {
+			ferryi_list_push_back(&ferryi_tcp_inst(ep)->corked, &te->cork_link);
+			ferryi_ctx_want_progress(ep->ctx);
+		}
+		return;
+	}
+	ferryi_tcp_enter(ep);
+	ferryi_tcp_flush(ep);
+	ferryi_tcp_leave(ep);
+}
+
+int ferryi_tcp_uncork_all(struct ferryi_prov_inst *pi)
+{
+	struct ferryi_tcp_inst *ti = ferryi_inst_priv(pi);
+	struct ferryi_list_node *n;
+	int events = 0;
+
+	while ((n = ferryi_list_first(&ti->corked))) {
+		struct ferryi_tcp_ep *te = ferryi_container_of(n, struct ferryi_tcp_ep, cork_link);
+		struct ferry_ep *ep = ferryi_tcp_ep_of(te);
+
+		ferryi_list_remove(n); /* flush unlinks it too; both are harmless */
 		ferryi_tcp_enter(ep);
 		ferryi_tcp_flush(ep);
 		ferryi_tcp_leave(ep);
+		events++;
 	}
+	return events;
 }
 
 int ferryi_tcp_send(struct ferry_ep *ep, struct ferryi_op *op)
@@ -953,12 +1019,9 @@ static void tcp_rx_run(struct ferry_ep *ep)
 	uint64_t budget = FERRYI_TCP_RX_BUDGET;
 	bool drained = false, activity = false;
 
-	if (!te->stage) {
-		te->stage = malloc(FERRYI_TCP_STAGE_SIZE);
-		if (!te->stage) {
-			ferryi_tcp_fail(ep, FERRY_ENOMEM, "out of memory for the receive buffer");
-			return;
-		}
+	if (!tcp_stage_take(ep)) {
+		ferryi_tcp_fail(ep, FERRY_ENOMEM, "out of memory for the receive buffer");
+		return;
 	}
 	/* Stop as soon as the core began closing (a GOODBYE, a failure upcall). */
 	while (!te->closed && !te->io_error && ep->state != FERRYI_EP_CLOSED) {
@@ -1008,6 +1071,7 @@ static void tcp_rx_run(struct ferry_ep *ep)
 		if ((uint64_t)n < asked)
 			drained = true;
 	}
+	tcp_stage_give(ep);
 }
 
 void ferryi_tcp_poll_fn(struct ferryi_poll_handle *h, uint32_t events)

@@ -13,7 +13,9 @@
  *     part is taken off its queue into cur_op/cur_ctl and always goes next.
  *     Payloads are written straight from the op's buffer or the registered region.
  *   - Receive: bytes land in a 64 KiB staging buffer, so many small frames cost one
- *     recv(); large payloads are received straight into their destination.
+ *     recv(); large payloads are received straight into their destination. The
+ *     buffer is lent by the instance for one receive pass and kept by the endpoint
+ *     only while it holds part of a frame.
  *   - Compression (tcp_z.c): an item (op or control frame) whose payload may be
  *     compressed is sent in segments; each segment is prepared when the writer
  *     reaches it: sampled, compressed into the endpoint's one staging buffer (or sent
@@ -38,6 +40,8 @@
 #include "tcp_proto.h"
 
 #define FERRYI_TCP_STAGE_SIZE (64u * 1024u)
+/* Staging buffers an instance keeps for reuse (progress is single-threaded). */
+#define FERRYI_TCP_STAGE_SPARE 8u
 /* At most this many bytes per recv()/sendmsg() call (the kernel caps near 2 GiB). */
 #define FERRYI_TCP_IO_CHUNK (1ull << 30)
 /*
@@ -164,6 +168,7 @@ struct ferryi_tcp_ep {
 	bool gone;                 /* ferryi_ep_gone() was called                      */
 	bool io_error;             /* the socket failed: nothing more may be written   */
 	bool want_out;             /* EPOLLOUT armed: the socket buffer was full       */
+	struct ferryi_list_node cork_link; /* inst->corked: FERRY_OP_MORE posts held */
 	bool flushing, flush_again;
 	uint8_t hs;                /* FERRYI_TCP_HS_*                                  */
 	uint32_t depth;            /* nesting of provider entry points                 */
@@ -257,6 +262,15 @@ struct ferryi_tcp_inst {
 	struct ferryi_config_ext ext;  /* FERRY_ZEROCOPY_MIN, FERRY_COMPRESS_ACCEPT    */
 	struct ferryi_zcodec *z;       /* zstd contexts, made on first use             */
 	bool z_failed;                 /* making them failed: send raw                 */
+	/*
+	 * Receive staging buffers not in use. An endpoint holds one only while bytes
+	 * are staged (a frame cut by a read); between reads it goes back here, so idle
+	 * endpoints cost no staging memory and busy ones never wait for malloc().
+	 */
+	void *stage_spare[FERRYI_TCP_STAGE_SPARE];
+	unsigned nstage_spare;
+	/* Endpoints holding FERRY_OP_MORE posts back, flushed by the progress hook. */
+	struct ferryi_list corked;
 	/* Counters beyond ferry_stats, for tests and debugging. */
 	uint64_t zc_sends, zc_copied, zc_fallbacks, z_segments, z_raw_segments, z_samples;
 };
@@ -320,6 +334,10 @@ void ferryi_tcp_send_error_now(int fd, int status);
 
 /* tcp_z.c */
 struct ferryi_tcp_inst *ferryi_tcp_inst(struct ferry_ep *ep);
+/* Frees the instance's spare receive staging buffers (instance teardown). */
+void ferryi_tcp_stage_spares_free(struct ferryi_tcp_inst *ti);
+/* Writes what FERRY_OP_MORE posts held back, on every endpoint (progress hook). */
+int ferryi_tcp_uncork_all(struct ferryi_prov_inst *pi);
 struct ferryi_zcodec *ferryi_tcp_codec(struct ferry_ep *ep);
 /* The mode for a payload of len bytes to this peer with these FERRY_OP_* flags. */
 enum ferryi_zmode ferryi_tcp_z_mode(struct ferry_ep *ep, unsigned op_flags, uint64_t len);

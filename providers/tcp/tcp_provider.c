@@ -53,6 +53,7 @@ static int tcp_inst_init(struct ferryi_prov_inst *pi)
 
 	memset(ti, 0, sizeof(*ti));
 	ti->pi = pi;
+	ferryi_list_init(&ti->corked);
 	/* FERRY_ZEROCOPY_MIN, FERRY_COMPRESS_ACCEPT: no ferry_config field yet. */
 	ferryi_config_ext_init(&ti->ext);
 	(void)ferryi_config_ext_from_env(&ti->ext); /* a bad value is logged and ignored */
@@ -63,9 +64,10 @@ static void tcp_inst_fini(struct ferryi_prov_inst *pi)
 {
 	struct ferryi_tcp_inst *ti = ferryi_inst_priv(pi);
 
-	/* Every endpoint and listener is gone; the zstd contexts are all that remain. */
+	/* Every endpoint and listener is gone: the zstd contexts and spare buffers remain. */
 	ferryi_zcodec_free(ti->z);
 	ti->z = NULL;
+	ferryi_tcp_stage_spares_free(ti);
 }
 
 static int tcp_mr_reg(struct ferryi_prov_inst *pi, struct ferry_mr *mr)
@@ -112,7 +114,7 @@ const struct ferryi_provider ferryi_tcp_provider = {
 	.info = tcp_info,
 	.inst_init = tcp_inst_init,
 	.inst_fini = tcp_inst_fini,
-	.progress = NULL,
+	.progress = ferryi_tcp_uncork_all,
 	.listen = ferryi_tcp_listen,
 	.listen_close = ferryi_tcp_listen_close,
 	.connect = ferryi_tcp_connect,
