@@ -148,6 +148,7 @@ void ferryi_poll_del(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 {
 	if (h->fd >= 0)
 		epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+	ctx->poll_gen++; /* events a sleeper holds may name h: see ferryi_ctx_sleep */
 }
 
 static void ctx_wake_drain(struct ferryi_poll_handle *h, uint32_t events)
@@ -179,6 +180,14 @@ void ferryi_ctx_want_progress(struct ferry_ctx *ctx)
 
 /* ------------------------------------------------------------------ progress */
 
+static void ctx_dispatch(const struct epoll_event *evs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct ferryi_poll_handle *h = evs[i].data.ptr;
+		h->fn(h, evs[i].events);
+	}
+}
+
 int ferryi_progress_locked(struct ferry_ctx *ctx)
 {
 	struct epoll_event evs[64];
@@ -194,15 +203,18 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 	 */
 	for (int batch = 0; batch < 256; batch++) {
 		n = epoll_wait(ctx->epfd, evs, (int)FERRYI_ARRAY_LEN(evs), 0);
-		for (int i = 0; i < n; i++) {
-			struct ferryi_poll_handle *h = evs[i].data.ptr;
-			h->fn(h, evs[i].events);
-		}
+		ctx_dispatch(evs, n);
 		events += n > 0 ? n : 0;
 		if (n < (int)FERRYI_ARRAY_LEN(evs))
 			break;
 		ferryi_process_closes(ctx);
 	}
+	return events + ferryi_progress_hooks_locked(ctx);
+}
+
+int ferryi_progress_hooks_locked(struct ferry_ctx *ctx)
+{
+	int events = 0;
 	for (int i = 0; i < ctx->nprovs; i++)
 		if (ctx->provs[i]->prov->progress)
 			events += ctx->provs[i]->prov->progress(ctx->provs[i]);
@@ -221,10 +233,17 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
  * the wake sequence and counts itself while still holding the lock, wakers bump the
  * sequence and write the eventfd under the lock, and progress passes leave the eventfd
  * alone while anyone sleeps (the sleeper drains it itself).
+ *
+ * The fds that woke the sleeper are handled here, saving the caller's next progress
+ * pass an epoll_wait() (a blocking ping-pong pays one system call less per message).
+ * Only if no handle left the epoll set meanwhile (poll_gen): events are read unlocked,
+ * and a handle removed since may be freed. A handle that another thread served in
+ * the meantime gets a spurious call, which every handler tolerates (nonblocking fds).
  */
 void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq)
 {
-	struct epoll_event ev;
+	struct epoll_event evs[16];
+	int n = 0;
 	uint64_t next = ferryi_timers_next(ctx);
 	if (next != UINT64_MAX) {
 		int t = ferryi_ms_until(ctx, next);
@@ -233,17 +252,31 @@ void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq
 	}
 	if (timeout_ms == 0)
 		return;
-	uint64_t seq0 = atomic_load(&ctx->wake_seq);
+	uint64_t seq0 = atomic_load(&ctx->wake_seq), gen0 = ctx->poll_gen;
 	atomic_fetch_add(&ctx->sleepers, 1);
 	ferryi_ctx_unlock(ctx);
 	if (ctx->sleep_hook)
 		ctx->sleep_hook(ctx);
 	if (atomic_load(&ctx->wake_seq) == seq0 && (!cq || !ferryi_cq_count(cq)))
-		(void)epoll_wait(ctx->epfd, &ev, 1, timeout_ms);
-	uint64_t v;
-	(void)!read(ctx->wake.fd, &v, sizeof(v));
+		n = epoll_wait(ctx->epfd, evs, (int)FERRYI_ARRAY_LEN(evs), timeout_ms);
+	bool woken = n <= 0 || atomic_load(&ctx->wake_seq) != seq0;
+	for (int i = 0; i < n; i++) {
+		if (evs[i].data.ptr == &ctx->wake) {
+			woken = true;
+			evs[i--] = evs[--n];
+		}
+	}
+	if (woken) {
+		uint64_t v;
+		(void)!read(ctx->wake.fd, &v, sizeof(v));
+	}
 	ferryi_ctx_lock(ctx);
 	atomic_fetch_sub(&ctx->sleepers, 1);
+	if (n > 0 && ctx->poll_gen == gen0) {
+		ctx->last_progress_ns = ferryi_now_ns(ctx);
+		ctx_dispatch(evs, n);
+		ferryi_process_closes(ctx);
+	}
 }
 
 int ferry_progress(struct ferry_ctx *ctx)

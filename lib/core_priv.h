@@ -65,6 +65,7 @@ struct ferry_ctx {
 	atomic_int sleepers;               /* threads in epoll_wait             */
 	atomic_uint_fast64_t wake_seq;     /* bumped by every ferryi_ctx_wake   */
 	atomic_bool fd_exported;           /* user asked for ferry_ctx_fd()     */
+	uint64_t poll_gen;                 /* bumped by every ferryi_poll_del   */
 
 	struct ferry_cq *default_cq;
 	struct ferryi_list cqs, listeners, eps, mrs, rkeys;
@@ -122,6 +123,12 @@ struct ferry_ctx {
 
 /* context.c */
 int ferryi_progress_locked(struct ferry_ctx *ctx);
+/*
+ * The part of a progress pass that is not reading fds: provider progress hooks,
+ * timers, teardowns. For waiters whose next step is an epoll_wait with a timeout
+ * (ferryi_ctx_sleep), which handles the ready fds itself.
+ */
+int ferryi_progress_hooks_locked(struct ferry_ctx *ctx);
 /* Sleeps in epoll until an fd is ready, a wake-up or timeout; lock held on entry and exit. */
 void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq);
 int ferryi_ms_until(struct ferry_ctx *ctx, uint64_t deadline_ns);

@@ -180,14 +180,22 @@ int ferry_cq_wait(struct ferry_cq *cq, struct ferry_completion *out, int max, in
 		n = cq_pop_locked(cq, out, max);
 		if (n)
 			break;
-		ferryi_progress_locked(ctx);
+		if (deadline != UINT64_MAX && ferryi_now_ns(ctx) >= deadline) {
+			/* A last full pass, so that timeout 0 polls. */
+			ferryi_progress_locked(ctx);
+			n = cq_pop_locked(cq, out, max);
+			if (!n)
+				n = FERRY_ETIMEDOUT;
+			break;
+		}
+		/*
+		 * The fds are read by the sleep's own epoll_wait, which returns at once when
+		 * one is ready: a blocking ping-pong costs one epoll_wait per message.
+		 */
+		ferryi_progress_hooks_locked(ctx);
 		n = cq_pop_locked(cq, out, max);
 		if (n)
 			break;
-		if (deadline != UINT64_MAX && ferryi_now_ns(ctx) >= deadline) {
-			n = FERRY_ETIMEDOUT;
-			break;
-		}
 		ferryi_ctx_sleep(ctx, deadline == UINT64_MAX ? -1 : ferryi_ms_until(ctx, deadline),
 				 cq);
 	}

@@ -328,7 +328,12 @@ static void client_echo(struct client *t, struct ferry_ep *ep, int nmsg)
 		}
 		t->pending++;
 		job_posting(sid);
-		if (ferry_send(ep, jobs[sid].buf, len, tag, (void *)(uintptr_t)sid, &attr) != 0) {
+		/* Sometimes held back (FERRY_OP_MORE) with nothing after it: the waiters'
+		 * progress, woken for it, must send it. */
+		struct ferry_op_attr sattr = attr;
+		if (mt_rand(&t->rs) % 4 == 0)
+			sattr.flags |= FERRY_OP_MORE;
+		if (ferry_send(ep, jobs[sid].buf, len, tag, (void *)(uintptr_t)sid, &sattr) != 0) {
 			job_refused(sid);
 			break; /* the endpoint closed: the receive completes with it */
 		}
