@@ -10,6 +10,7 @@
  * perf_oob_complete().
  */
 #include <errno.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -76,6 +77,8 @@ int perf_stalled(struct perf_conn *pc, uint64_t last_ns, const char *what)
 
 /* ------------------------------------------------------------------ polling */
 
+#define PERF_YIELD_POLLS 256u
+
 int perf_poll(struct perf_conn *pc, struct ferry_completion *c, int max, int may_block)
 {
 	int rc;
@@ -85,7 +88,19 @@ int perf_poll(struct perf_conn *pc, struct ferry_completion *c, int max, int may
 		rc = ferry_cq_wait(pc->cq, c, max, 100);
 		return rc == FERRY_ETIMEDOUT ? 0 : rc;
 	}
-	return ferry_cq_poll(pc->cq, c, max);
+	rc = ferry_cq_poll(pc->cq, c, max);
+	/*
+	 * Busy polling spins, but gives its core away once per PERF_YIELD_POLLS empty
+	 * polls: with both sides of --loopback on a 2-core machine, a spinner that the
+	 * scheduler put on its peer's core (or any other runnable thread) would
+	 * otherwise stall the transfer for a whole time slice. sched_yield() returns at
+	 * once when nothing else wants the core.
+	 */
+	if (rc == 0 && ++pc->empty_polls % PERF_YIELD_POLLS == 0)
+		sched_yield();
+	else if (rc != 0)
+		pc->empty_polls = 0;
+	return rc;
 }
 
 int perf_wait_fd(struct perf_conn *pc, int timeout_ms)

@@ -173,6 +173,7 @@ struct perf_conn {
 	const char *provider;    /* ferry_ep_provider() of the first endpoint */
 	char peer[256];
 	uint64_t stall_ns;       /* client: no completion for this long is an error */
+	unsigned empty_polls;    /* busy polling: polls in a row that found nothing */
 };
 
 /* Control operation in flight; its address is the operation's (even) user_ctx. */
