@@ -172,6 +172,11 @@ void ferryi_ctx_wake(struct ferry_ctx *ctx)
 	while (r < 0 && errno == EINTR);
 }
 
+bool ferryi_ctx_fd_exported(const struct ferry_ctx *ctx)
+{
+	return atomic_load_explicit(&ctx->fd_exported, memory_order_relaxed);
+}
+
 void ferryi_ctx_want_progress(struct ferry_ctx *ctx)
 {
 	if (atomic_load(&ctx->sleepers) > 0 || atomic_load(&ctx->fd_exported))
@@ -251,6 +256,12 @@ void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq
 			timeout_ms = t;
 	}
 	if (timeout_ms == 0)
+		return;
+	for (int i = 0; i < ctx->nprovs; i++)
+		if (ctx->provs[i]->prov->prepare_sleep &&
+		    ctx->provs[i]->prov->prepare_sleep(ctx->provs[i]) > 0)
+			return; /* work came in before the notification was armed */
+	if (cq && ferryi_cq_count(cq))
 		return;
 	uint64_t seq0 = atomic_load(&ctx->wake_seq), gen0 = ctx->poll_gen;
 	atomic_fetch_add(&ctx->sleepers, 1);

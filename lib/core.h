@@ -465,6 +465,8 @@ void ferryi_ctx_wake(struct ferry_ctx *ctx);
  * any (a provider holding back work for its progress hook, e.g. FERRY_OP_MORE).
  */
 void ferryi_ctx_want_progress(struct ferry_ctx *ctx);
+/* Whether the application asked for ferry_ctx_fd() (it may sleep on it any time). */
+bool ferryi_ctx_fd_exported(const struct ferry_ctx *ctx);
 
 /* Stats of a provider instance, for the provider's own counters. */
 static inline struct ferry_stats *ferryi_stats(struct ferryi_prov_inst *pi)

@@ -102,6 +102,18 @@ struct ferryi_provider {
 	int (*progress)(struct ferryi_prov_inst *pi);
 
 	/*
+	 * A thread is about to sleep in epoll on the context's fds (ferry_cq_wait and
+	 * friends): arm whatever notification makes an fd readable when work arrives
+	 * (ibv_req_notify_cq, fi_trywait), then look once more for work that came before
+	 * the arming. Returns > 0 when work was found (the thread does not sleep), else
+	 * 0. Busy-polling threads never get here, so notifications can stay disarmed
+	 * while they spin (each notification costs the kernel work and us syscalls).
+	 * While ferryi_ctx_fd_exported() the application may sleep on the fd at any
+	 * time: notifications must then stay armed. Optional.
+	 */
+	int (*prepare_sleep)(struct ferryi_prov_inst *pi);
+
+	/*
 	 * Starts listening on addr (port 0 = any). On success writes the actual URI
 	 * (scheme://host:port) into uri. Incoming connections create endpoints with
 	 * ferryi_ep_accepted(). Mandatory.

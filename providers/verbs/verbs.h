@@ -200,6 +200,7 @@ struct ferryi_verbs_cq {
 	uint32_t used;                 /* entries reserved by QPs on it                */
 	uint32_t unacked;              /* completion events not yet acknowledged     */
 	bool polling;                  /* inside verbs_cq_poll: no nested polls      */
+	bool armed;                    /* ibv_req_notify_cq pending                  */
 };
 
 struct ferryi_verbs_inst;
@@ -359,6 +360,8 @@ void ferryi_verbs_dev_cq_close(struct ferryi_verbs_dev *dev);
 struct ferryi_verbs_cq *ferryi_verbs_cq_reserve(struct ferryi_verbs_dev *dev, uint32_t need);
 void ferryi_verbs_cq_release(struct ferryi_verbs_cq *vcq, uint32_t need);
 int ferryi_verbs_cq_poll(struct ferryi_verbs_cq *vcq);
+/* Arms every disarmed CQ of the instance, then polls them all (prepare_sleep). */
+int ferryi_verbs_cq_arm_all(struct ferryi_prov_inst *pi);
 int ferryi_verbs_wc_status(enum ibv_wc_status st);
 
 /* verbs_ep.c */

@@ -8,13 +8,17 @@
  * (every WR may come back flushed, plus one drain WR per queue), so a CQ can never
  * overrun; when no CQ has room a new one is created (up to the device's max_cqe each).
  *
- * Notification. Every CQ stays armed (ibv_req_notify_cq) except between an event and
- * its handling: the channel fd is in the context's epoll, so a thread sleeping in
+ * Notification. The channel fd is in the context's epoll, so a thread sleeping in
  * ferry_cq_wait() or in the user's own epoll on ferry_ctx_fd() wakes when a completion
- * arrives. The handler re-arms first and polls afterwards, so a completion that lands
- * between the two is either polled now or raises a new event. Events are acknowledged
- * in batches (ibv_ack_cq_events takes a mutex), and all of them before the CQ is
- * destroyed.
+ * arrives on an armed CQ (ibv_req_notify_cq). Arming costs a system call and every
+ * event kernel work plus two more (get, re-arm): under soft-RoCE that tripled the
+ * latency of a busy-polled ping-pong. So CQs are armed only when somebody may sleep:
+ * by prepare_sleep (a ferry thread about to sleep), and on every pass while the
+ * application holds the context fd (it may sleep on it at any time). An event leaves
+ * its CQ disarmed unless the fd is exported. Arming is always followed by a poll, so
+ * a completion that landed before it is polled now rather than lost. Events are
+ * acknowledged in batches (ibv_ack_cq_events takes a mutex), and all of them before
+ * the CQ is destroyed.
  *
  * Status mapping (work-request completions -> ferry):
  *   IBV_WC_SUCCESS              0
@@ -78,6 +82,23 @@ static void cq_ack(struct ferryi_verbs_cq *vcq)
 	}
 }
 
+/* Arms the CQs of dev that are not armed; the caller polls them afterwards. */
+static void dev_arm(struct ferryi_verbs_dev *dev)
+{
+	struct ferryi_list_node *n, *t;
+	ferryi_list_foreach_safe(&dev->cqs, n, t) {
+		struct ferryi_verbs_cq *vcq = ferryi_container_of(n, struct ferryi_verbs_cq, link);
+		if (vcq->armed)
+			continue;
+		if (ibv_req_notify_cq(vcq->cq, 0)) {
+			FERRYI_WARN(dev->vi->pi->ctx, "verbs: %s: ibv_req_notify_cq failed",
+				    dev->name);
+			continue;
+		}
+		vcq->armed = true;
+	}
+}
+
 static void dev_chan_fn(struct ferryi_poll_handle *h, uint32_t events)
 {
 	struct ferryi_verbs_dev *dev = ferryi_container_of(h, struct ferryi_verbs_dev, ph);
@@ -91,12 +112,30 @@ static void dev_chan_fn(struct ferryi_poll_handle *h, uint32_t events)
 		struct ferryi_verbs_cq *vcq = cq_ctx;
 		if (++vcq->unacked >= CQ_ACK_BATCH)
 			cq_ack(vcq);
-		if (ibv_req_notify_cq(cq, 0))
-			FERRYI_WARN(dev->vi->pi->ctx, "verbs: %s: ibv_req_notify_cq failed",
-				    dev->name);
+		vcq->armed = false;
 	}
+	if (ferryi_ctx_fd_exported(dev->vi->pi->ctx))
+		dev_arm(dev);
 	ferryi_list_foreach_safe(&dev->cqs, n, t)
 		ferryi_verbs_cq_poll(ferryi_container_of(n, struct ferryi_verbs_cq, link));
+}
+
+int ferryi_verbs_cq_arm_all(struct ferryi_prov_inst *pi)
+{
+	struct ferryi_verbs_inst *vi = ferryi_verbs_inst(pi);
+	int n = 0;
+
+	for (int i = 0; i < vi->ndev; i++) {
+		struct ferryi_verbs_dev *dev = &vi->devs[i];
+		struct ferryi_list_node *node, *tmp;
+		if (!dev->usable || !dev->ch)
+			continue;
+		dev_arm(dev);
+		ferryi_list_foreach_safe(&dev->cqs, node, tmp)
+			n += ferryi_verbs_cq_poll(
+				ferryi_container_of(node, struct ferryi_verbs_cq, link));
+	}
+	return n;
 }
 
 int ferryi_verbs_dev_cq_open(struct ferryi_verbs_dev *dev)
@@ -203,6 +242,7 @@ struct ferryi_verbs_cq *ferryi_verbs_cq_reserve(struct ferryi_verbs_dev *dev, ui
 		errno = err;
 		return NULL;
 	}
+	vcq->armed = true; /* once at creation: proves arming works on this device */
 	vcq->cap = (uint32_t)vcq->cq->cqe;
 	if (vcq->cap < need)
 		vcq->cap = need; /* the device rounded down: trust what we asked for */

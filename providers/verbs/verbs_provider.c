@@ -273,6 +273,10 @@ static int verbs_progress(struct ferryi_prov_inst *pi)
 	struct ferryi_verbs_inst *vi = ferryi_verbs_inst(pi);
 	int n = 0;
 
+	/* The application may sleep on the context fd after this pass. */
+	if (ferryi_ctx_fd_exported(pi->ctx))
+		return ferryi_verbs_cq_arm_all(pi);
+
 	for (int i = 0; i < vi->ndev; i++) {
 		struct ferryi_verbs_dev *dev = &vi->devs[i];
 		struct ferryi_list_node *node, *tmp;
@@ -456,6 +460,7 @@ const struct ferryi_provider ferryi_verbs_provider = {
 	.inst_init = verbs_inst_init,
 	.inst_fini = verbs_inst_fini,
 	.progress = verbs_progress,
+	.prepare_sleep = ferryi_verbs_cq_arm_all,
 	.listen = ferryi_verbs_listen,
 	.listen_close = ferryi_verbs_listen_close,
 	.connect = ferryi_verbs_connect,
