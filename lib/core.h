@@ -102,6 +102,16 @@ struct ferryi_poll_handle {
 	int fd;
 	uint32_t events;                                   /* EPOLLIN | EPOLLOUT ... */
 	void (*fn)(struct ferryi_poll_handle *h, uint32_t events); /* under ctx lock */
+	/*
+	 * Set by the provider before ferryi_poll_add when the fd carries no data a
+	 * progress hook would not find anyway (a completion channel or CQ wait fd
+	 * behind a polled CQ, connection management, listeners). While a context has
+	 * only such handles (and the application has not taken the context fd),
+	 * progress passes read epoll at most every FERRYI_COLD_EPOLL_NS (50 us)
+	 * instead of on every pass: the system call would otherwise dominate an RDMA
+	 * ping-pong. Sleeping threads read epoll as always.
+	 */
+	bool cold;
 };
 
 int ferryi_poll_add(struct ferry_ctx *ctx, struct ferryi_poll_handle *h);

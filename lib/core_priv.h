@@ -66,6 +66,8 @@ struct ferry_ctx {
 	atomic_uint_fast64_t wake_seq;     /* bumped by every ferryi_ctx_wake   */
 	atomic_bool fd_exported;           /* user asked for ferry_ctx_fd()     */
 	uint64_t poll_gen;                 /* bumped by every ferryi_poll_del   */
+	uint32_t hot_handles;              /* poll handles in epoll, not cold   */
+	uint64_t last_epoll_ns;            /* the last epoll read of a progress pass */
 
 	struct ferry_cq *default_cq;
 	struct ferryi_list cqs, listeners, eps, mrs, rkeys;

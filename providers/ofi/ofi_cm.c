@@ -147,6 +147,7 @@ void ofi_probe_start(struct ofi_ep *oep)
 	oep->probe.fd = fd;
 	oep->probe.events = EPOLLOUT;
 	oep->probe.fn = ofi_probe_ready;
+	oep->probe.cold = true; /* connection set-up only */
 	if (ferryi_poll_add(oep->ep->ctx, &oep->probe) < 0) {
 		close(fd);
 		oep->probe.fd = -1;

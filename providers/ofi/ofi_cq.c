@@ -241,6 +241,7 @@ int ofi_port_watch(struct ofi_port *port)
 		return 0; /* polled by the progress hook and the timer only */
 	port->ph.events = EPOLLIN;
 	port->ph.fn = ofi_port_ready;
+	port->ph.cold = true; /* the progress hook reads the CQ itself */
 	rc = ferryi_poll_add(ctx, &port->ph);
 	if (rc < 0)
 		return rc;

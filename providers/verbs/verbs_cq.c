@@ -162,6 +162,7 @@ int ferryi_verbs_dev_cq_open(struct ferryi_verbs_dev *dev)
 	dev->ph.fd = dev->ch->fd;
 	dev->ph.events = EPOLLIN;
 	dev->ph.fn = dev_chan_fn;
+	dev->ph.cold = true; /* the progress hook polls the CQs themselves */
 	rc = ferryi_poll_add(ctx, &dev->ph);
 	if (rc < 0) {
 		ibv_destroy_comp_channel(dev->ch);
