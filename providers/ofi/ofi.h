@@ -11,6 +11,7 @@
  *   ofi_mr.c        registration for every mr_mode bit, rkey packing
  *   ofi_cq.c        completion queues, wait fds and doorbells, error translation,
  *                   EAGAIN retry
+ *   ofi_rdmacm.c    verbs: refused connects and taken addresses, asked of rdma_cm
  *
  * Everything here runs under the context lock (provider.h), so nothing below has a
  * lock of its own and libfabric is opened with FI_THREAD_DOMAIN.
@@ -243,7 +244,8 @@ struct ofi_ep {
 	uint64_t next_hold;
 	bool closing, gone;
 	int close_reason;
-	struct ferryi_poll_handle probe; /* refused-connect probe (tcp), fd -1 */
+	struct ferryi_poll_handle probe; /* refused-connect probe, fd -1     */
+	void *cmprobe;                 /* verbs: its rdma_cm state (ofi_rdmacm.c) */
 	bool probed;
 	struct ferryi_peer_info local;  /* what we advertised                  */
 	struct ferryi_peer_info remote; /* what the peer advertised            */
@@ -487,6 +489,11 @@ void ofi_probe_start(struct ofi_ep *oep);
 void ofi_on_connreq(struct ofi_port *port, const struct ofi_hdr *h, const uint8_t *pl,
 		    size_t plen);
 void ofi_on_connack(struct ofi_ep *oep, const uint8_t *pl, size_t plen);
+
+/* ofi_rdmacm.c */
+int ofi_rdmacm_bind_check(const void *sa, size_t len);
+void ofi_cmprobe_start(struct ofi_ep *oep, const void *sa, size_t len);
+void ofi_cmprobe_stop(struct ofi_ep *oep);
 
 /* ofi_rma.c */
 void ofi_free_rma(struct ofi_port *port, struct ofi_rma *r, bool owner_alive);

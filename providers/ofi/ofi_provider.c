@@ -36,6 +36,15 @@ static void ofi_env_apply(void)
 	 * reads its parameters, i.e. before the first fi_getinfo; a user's value wins.
 	 */
 	setenv("FI_UNIVERSE_SIZE", "64", 0);
+	/*
+	 * rxm over verbs posts its receive buffers per connection unless told to share
+	 * one receive context (tcp shares by default). Per connection, libfabric 1.17
+	 * crashes closing an endpoint whose connections still have flushed receives in
+	 * the verbs CQ: rxm_close_conn closes the verbs endpoint, then drains the CQ and
+	 * reposts those buffers to the endpoint it just closed. Shared, they go back to
+	 * the shared context, which is still there.
+	 */
+	setenv("FI_OFI_RXM_USE_SRX", "1", 0);
 }
 
 void ofi_env_defaults(void)
