@@ -46,6 +46,8 @@
 #define OFI_RMA_PIECE_MAX (1ull << 30) /* one fi_write/fi_read moves at most this   */
 #define OFI_RMA_PIECE (4ull << 20)     /* ... and we post pieces of this size: each
 					  completion shows the peer alive to probes */
+#define OFI_RMA_PIECE_VERBS (1ull << 20) /* on verbs: a peer's answer waits behind
+					  the window's read responses (see ofi_dom_open) */
 #define OFI_RMA_WINDOW 4u              /* pieces per window of an op: what may stand
 					  in a stream in front of a probe or its answer */
 #define OFI_SHM_PORT_MIN 20000u  /* ofi+shm://h:0 picks a port in [MIN, MIN+RANGE) */
@@ -92,6 +94,7 @@ struct ofi_dom {
 	size_t key_size;             /* mr_key_size                                     */
 	size_t inject;               /* tx inject_size                                  */
 	uint64_t max_msg;            /* one transfer's limit                            */
+	uint64_t rma_piece;          /* what one fi_write/fi_read moves (<= max_msg)     */
 	uint32_t ksid;               /* key space id (FI_MR_ENDPOINT: per port instead) */
 	bool wait_fd;                /* its CQs can give an fd (FI_WAIT_FD)             */
 	bool is_shm;                 /* names instead of sockaddrs; doorbells           */
