@@ -246,6 +246,14 @@ void ofi_tx_complete(struct ofi_txbuf *tb, int status, const char *why)
 	}
 	if (kind == OFI_K_CONNACK && oep->state == OFI_EP_ACK_SENT)
 		ofi_ep_up(oep);
+	/*
+	 * On verbs a send completes once the peer's NIC acknowledged it (RC under rxm):
+	 * the peer is alive even while its answer to our probe waits behind a long
+	 * transfer of its own, e.g. the read of a large rendezvous message from us.
+	 * (On tcp a completion only means our kernel took the bytes: no evidence.)
+	 */
+	if (port->dom->is_verbs && oep->state == OFI_EP_UP)
+		ferryi_ep_rx_activity(ep);
 	if (op)
 		ferryi_op_done(op, 0);
 }

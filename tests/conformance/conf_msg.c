@@ -684,12 +684,6 @@ static void test_msg_long_transfer_probes(void **state)
 	struct ferry_stats st;
 	uint64_t t0;
 
-	if (strcmp(conf_prov, "ofi+verbs") == 0 && getenv("FERRY_SOFTROCE"))
-		/* Open, not a pass: docs/SOFTROCE.md, "ofi+verbs". */
-		conf_skip("on soft-RoCE the rendezvous sender hears no probe answer for over "
-			  "200 ms while the receiver reads 256 MiB through verbs;ofi_rxm "
-			  "(libfabric 1.17), and declares it dead; ferry's verbs provider "
-			  "passes the same test; cause not isolated yet (open)");
 	conf_world_open_tweak(w, fast_probes);
 	conf_connect(w, 0, &cep, &sep);
 	conf_fill(src, LEN, 61);
