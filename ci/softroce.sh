@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# softroce.sh - run ferry's verbs tests (or any command) against a real RDMA device:
+# softroce.sh - run ferry's RDMA tests (or any command) against a real RDMA device:
 # the host's own, a soft-RoCE (rdma_rxe) device created on the host, or, where the
 # host kernel has no RDMA (containers, most CI runners), rdma_rxe inside a qemu VM
 # that boots Debian's kernel under software emulation (ci/rxe-vm.sh).
 #
-#   ci/softroce.sh [options]                 build, then run the verbs test suite:
+#   ci/softroce.sh [options]                 build, then run the RDMA test suites (ferry's
+#                                            verbs provider, and libfabric's verbs;ofi_rxm
+#                                            through ferry's ofi provider) in one go:
 #                                            ctest --test-dir BUILD -L REGEX --output-on-failure
 #   ci/softroce.sh [options] -- COMMAND...   build, then run COMMAND instead
 #   ci/softroce.sh [options] --perftest      run perftest (ib_write_bw, ib_read_bw,
@@ -12,7 +14,8 @@
 #
 # Options
 #   --build-dir DIR   ferry build tree (default build/softroce; configured Release if new)
-#   --label REGEX     ctest label regex (default provider:verbs)
+#   --label REGEX     ctest label regex (default 'provider:(verbs|ofi\+verbs)'; one of
+#                     them: provider:verbs, or 'provider:ofi\+verbs' ('+' is special)
 #   --ctest-args S    more ctest arguments, split at blanks (e.g. "-E slow -j2")
 #   --no-build        do not configure/build (COMMAND needs nothing built, or it is)
 #   --vm | --host     force the VM, or the host (default: host if it has a usable RDMA
@@ -51,7 +54,7 @@ set -uo pipefail
 ME=softroce
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-BUILD_DIR='' LABEL=provider:verbs DO_BUILD=1 MODE=auto MTU=9000 LOGFILE='' VERBOSE=0
+BUILD_DIR='' LABEL='provider:(verbs|ofi\+verbs)' DO_BUILD=1 MODE=auto MTU=9000 LOGFILE='' VERBOSE=0
 TIMEOUT=${FERRY_SOFTROCE_TIMEOUT:-900}
 PERFTEST=0 PT_SIZES=8,65536 PT_ITERS=1000 PT_TESTS=ib_write_bw,ib_read_bw,ib_send_bw,ib_write_lat,ib_send_lat PT_ARGS=
 EXTRA_SHARES=() VM_OPTS=() CTEST_ARGS=() ORIG_ARGS=("$@")
@@ -188,6 +191,18 @@ run_ctest() {
 		echo "$skipped of $tests test(s) skipped:"
 		grep -o 'SKIP: [^<]*' "$junit" | sed 's/&quot;/"/g; s/&apos;/'"'"'/g; s/&lt;/</g; s/&gt;/>/g; s/&amp;/\&/g' |
 			sort | uniq -c
+	fi
+	# A test that passed may still have skipped single cases ("SKIP: prov: area:
+	# reason"): ctest counts it as passed, so name them here.
+	# (a file, not <(...): the VM's /dev has no /dev/fd)
+	local partial whole=$junit.skips
+	grep -o 'SKIP: [^<]*' "$junit" | sed 's/&quot;/"/g; s/&apos;/'"'"'/g; s/&lt;/</g; s/&gt;/>/g; s/&amp;/\&/g' >"$whole"
+	partial=$(grep -h '^SKIP: [^:]*: [^:]*: ' "$BUILD/Testing/Temporary/LastTest.log" 2>/dev/null |
+		grep -v -F -f "$whole" | sort -u)
+	rm -f "$whole"
+	if [ -n "$partial" ]; then
+		echo "skipped inside tests that passed (not counted as skipped by ctest):"
+		sed 's/^/  /' <<<"$partial" | cut -c1-400
 	fi
 	if [ $rc = 0 ] && [ "${tests:-0}" -gt 0 ] && [ "$skipped" = "$tests" ]; then
 		echo "SKIP: verbs suite: all $tests test(s) labelled '$LABEL' skipped"

@@ -9,7 +9,7 @@
 #   asan      AddressSanitizer + UndefinedBehaviorSanitizer build (assertions on), ctest
 #   tsan      ThreadSanitizer build, only the tests labelled `threads`
 #   fuzz      clang + libFuzzer build of tests/fuzz, each harness for ~10 s (label fuzz)
-#   softroce  ci/softroce.sh: the verbs suite on soft-RoCE (a qemu VM here)
+#   softroce  ci/softroce.sh: the verbs and ofi+verbs suites on soft-RoCE (a qemu VM here)
 # The last line is "N passed, N failed, N skipped", summed over every stage's tests.
 # A stage that fails outside its tests (configure, build, a script without counts)
 # adds 1 to "failed", so a broken run never closes on "0 failed". Exit status is 0
@@ -222,7 +222,7 @@ else
 fi
 
 # ------------------------------------------------------------------ soft-RoCE
-# ci/softroce.sh runs the verbs suite on soft-RoCE (in a qemu VM on hosts without
+# ci/softroce.sh runs the verbs and ofi+verbs suites on soft-RoCE (in a qemu VM on hosts without
 # RDMA). Its exit status is the suite's; 77 means it could not run here, with the
 # reason on a "SKIP: ..." line (no qemu, no guest kernel, no verbs test yet).
 # Its test counts are taken from its last "N passed, N failed[, N skipped]" line, or

@@ -11,6 +11,7 @@
  *   ofi_mr.c        registration for every mr_mode bit, rkey packing
  *   ofi_cq.c        completion queues, wait fds and doorbells, error translation,
  *                   EAGAIN retry
+ *   ofi_rdmacm.c    verbs: refused connects and taken addresses, asked of rdma_cm
  *
  * Everything here runs under the context lock (provider.h), so nothing below has a
  * lock of its own and libfabric is opened with FI_THREAD_DOMAIN.
@@ -45,6 +46,8 @@
 #define OFI_RMA_PIECE_MAX (1ull << 30) /* one fi_write/fi_read moves at most this   */
 #define OFI_RMA_PIECE (4ull << 20)     /* ... and we post pieces of this size: each
 					  completion shows the peer alive to probes */
+#define OFI_RMA_PIECE_VERBS (1ull << 20) /* on verbs: a peer's answer waits behind
+					  the window's read responses (see ofi_dom_open) */
 #define OFI_RMA_WINDOW 4u              /* pieces per window of an op: what may stand
 					  in a stream in front of a probe or its answer */
 #define OFI_SHM_PORT_MIN 20000u  /* ofi+shm://h:0 picks a port in [MIN, MIN+RANGE) */
@@ -91,6 +94,7 @@ struct ofi_dom {
 	size_t key_size;             /* mr_key_size                                     */
 	size_t inject;               /* tx inject_size                                  */
 	uint64_t max_msg;            /* one transfer's limit                            */
+	uint64_t rma_piece;          /* what one fi_write/fi_read moves (<= max_msg)     */
 	uint32_t ksid;               /* key space id (FI_MR_ENDPOINT: per port instead) */
 	bool wait_fd;                /* its CQs can give an fd (FI_WAIT_FD)             */
 	bool is_shm;                 /* names instead of sockaddrs; doorbells           */
@@ -243,7 +247,8 @@ struct ofi_ep {
 	uint64_t next_hold;
 	bool closing, gone;
 	int close_reason;
-	struct ferryi_poll_handle probe; /* refused-connect probe (tcp), fd -1 */
+	struct ferryi_poll_handle probe; /* refused-connect probe, fd -1     */
+	void *cmprobe;                 /* verbs: its rdma_cm state (ofi_rdmacm.c) */
 	bool probed;
 	struct ferryi_peer_info local;  /* what we advertised                  */
 	struct ferryi_peer_info remote; /* what the peer advertised            */
@@ -487,6 +492,11 @@ void ofi_probe_start(struct ofi_ep *oep);
 void ofi_on_connreq(struct ofi_port *port, const struct ofi_hdr *h, const uint8_t *pl,
 		    size_t plen);
 void ofi_on_connack(struct ofi_ep *oep, const uint8_t *pl, size_t plen);
+
+/* ofi_rdmacm.c */
+int ofi_rdmacm_bind_check(const void *sa, size_t len);
+void ofi_cmprobe_start(struct ofi_ep *oep, const void *sa, size_t len);
+void ofi_cmprobe_stop(struct ofi_ep *oep);
 
 /* ofi_rma.c */
 void ofi_free_rma(struct ofi_port *port, struct ofi_rma *r, bool owner_alive);

@@ -90,9 +90,14 @@ static int ofi_hello_get(const uint8_t *b, size_t len, struct ofi_hello *h)
  * -FI_EAGAIN, and the connect would end in a timeout instead of ECONNREFUSED. When a
  * connect request is held up like that, one plain TCP connect to the same address
  * tells whether anybody listens there (the listener's rxm drops the empty connection).
+ * rxm over verbs does the same; its probe is an rdma_cm request (ofi_rdmacm.c).
  */
 void ofi_probe_stop(struct ofi_ep *oep)
 {
+	if (oep->cmprobe) {
+		ofi_cmprobe_stop(oep);
+		return;
+	}
 	if (oep->probe.fd < 0)
 		return;
 	ferryi_poll_del(oep->ep->ctx, &oep->probe);
@@ -127,11 +132,16 @@ void ofi_probe_start(struct ofi_ep *oep)
 	const struct sockaddr *sa = (const struct sockaddr *)oep->peer->addr;
 	int fd;
 
-	if (oep->probed || oep->port->dom->is_shm || oep->port->dom->is_verbs ||
+	if (oep->probed || oep->port->dom->is_shm ||
 	    oep->peer->addrlen < sizeof(struct sockaddr_in) ||
 	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
 		return;
 	oep->probed = true;
+	if (oep->port->dom->is_verbs) {
+		/* rdma_cm, not TCP: the listener's port lives in the RDMA port space. */
+		ofi_cmprobe_start(oep, sa, oep->peer->addrlen);
+		return;
+	}
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return;
@@ -458,6 +468,15 @@ int ofi_listen(struct ferryi_listener_part *lp, const struct ferryi_addr *addr, 
 			 addr->host[0] ? addr->host : "localhost", pnum);
 	} else if (ofi_sockaddr(dom, addr, 1, src, &srclen)) {
 		rc = ofi_port_open(dom, src, srclen, NULL, &port);
+		if (rc < 0 && dom->is_verbs && addr->port != 0) {
+			/* rxm says only "no data" when the address is taken: ask rdma_cm. */
+			int why = ofi_rdmacm_bind_check(src, srclen);
+			if (why < 0) {
+				FERRYI_INFO(lp->pi->ctx, "ofi: cannot listen on %s: %s", addr->uri,
+					    ferry_strerror(why));
+				rc = why;
+			}
+		}
 		if (rc < 0)
 			return rc;
 		ofi_listen_uri(port, addr, uri, uri_len);

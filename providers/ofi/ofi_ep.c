@@ -43,8 +43,8 @@
  *
  * One-sided operations go straight between op->buf and the peer's region with
  * fi_write (FI_DELIVERY_COMPLETE: done means at the target) and fi_read, in pieces of
- * 4 MiB posted four at a time (so probes get through, and every piece shows the peer
- * alive), never above the fabric's max_msg_size. Fabrics do not all enforce
+ * 4 MiB (1 MiB on verbs) posted four at a time (so probes get through, and every
+ * piece shows the peer alive), never above the fabric's max_msg_size. Fabrics do not all enforce
  * keys (shm's single-copy path does not check them at all; tcp tears the connection
  * down on a bad key), and ferry promises that a stale or foreign key is refused with
  * FERRY_EBADKEY on a live endpoint. So by default (FERRY_OFI_RMA_CHECK=1; always on
@@ -246,6 +246,14 @@ void ofi_tx_complete(struct ofi_txbuf *tb, int status, const char *why)
 	}
 	if (kind == OFI_K_CONNACK && oep->state == OFI_EP_ACK_SENT)
 		ofi_ep_up(oep);
+	/*
+	 * On verbs a send completes once the peer's NIC acknowledged it (RC under rxm):
+	 * the peer is alive even while its answer to our probe waits behind a long
+	 * transfer of its own, e.g. the read of a large rendezvous message from us.
+	 * (On tcp a completion only means our kernel took the bytes: no evidence.)
+	 */
+	if (port->dom->is_verbs && oep->state == OFI_EP_UP)
+		ferryi_ep_rx_activity(ep);
 	if (op)
 		ferryi_op_done(op, 0);
 }

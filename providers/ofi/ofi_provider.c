@@ -36,6 +36,15 @@ static void ofi_env_apply(void)
 	 * reads its parameters, i.e. before the first fi_getinfo; a user's value wins.
 	 */
 	setenv("FI_UNIVERSE_SIZE", "64", 0);
+	/*
+	 * rxm over verbs posts its receive buffers per connection unless told to share
+	 * one receive context (tcp shares by default). Per connection, libfabric 1.17
+	 * crashes closing an endpoint whose connections still have flushed receives in
+	 * the verbs CQ: rxm_close_conn closes the verbs endpoint, then drains the CQ and
+	 * reposts those buffers to the endpoint it just closed. Shared, they go back to
+	 * the shared context, which is still there.
+	 */
+	setenv("FI_OFI_RXM_USE_SRX", "1", 0);
 }
 
 void ofi_env_defaults(void)
@@ -125,6 +134,15 @@ static int ofi_dom_open(struct ofi_inst *oi, const char *sel, struct fi_info *in
 		dom->max_msg = OFI_RMA_PIECE_MAX;
 	dom->is_shm = strcmp(dom->prov_name, "shm") == 0;
 	dom->is_verbs = strncmp(dom->prov_name, "verbs", 5) == 0;
+	/*
+	 * On an RC queue pair the peer's responder serves requests in order: a probe
+	 * or its answer sent behind a window of reads waits for all their response
+	 * data. 4 x 4 MiB is over 200 ms on soft-RoCE under emulation (fast probe
+	 * settings call that silence death); 4 x 1 MiB still fills real links.
+	 */
+	dom->rma_piece = dom->is_verbs ? OFI_RMA_PIECE_VERBS : OFI_RMA_PIECE;
+	if (dom->rma_piece > dom->max_msg)
+		dom->rma_piece = dom->max_msg;
 	dom->wait_fd = true; /* until a CQ says otherwise */
 	/* A write completes when the data is at the target, as on verbs and ferry's tcp;
 	 * shm's single-copy writes are synchronous already. */

@@ -1,6 +1,6 @@
 /*
  * ofi_rma.c - one-sided operations: fi_write/fi_read straight on the user's buffer,
- * in pieces of at most OFI_RMA_PIECE, a window of OFI_RMA_WINDOW pieces at a time;
+ * in pieces of at most dom->rma_piece (4 MiB, 1 MiB on verbs), a window of OFI_RMA_WINDOW pieces at a time;
  * and the checked protocol (RMA_REQ / RMA_ACK / RMA_DONE) that lets the target refuse
  * stale or foreign keys with FERRY_EBADKEY on a live endpoint (see ofi_ep.c).
  */
@@ -146,7 +146,7 @@ void ofi_rma_post(struct ofi_rma *r)
 	struct ofi_ep *oep = ofi_ep(r->ep);
 
 	while (op && r->next < op->len && !r->status && r->out < OFI_RMA_WINDOW) {
-		uint64_t n = FERRYI_MIN(op->len - r->next, FERRYI_MIN(port->dom->max_msg, OFI_RMA_PIECE));
+		uint64_t n = FERRYI_MIN(op->len - r->next, port->dom->rma_piece);
 		char *buf = (char *)op->buf + r->next;
 		ssize_t rc = -FI_ENOTCONN;
 		if (!oep->peer->removed && ofi_post_begin(oep->peer)) {

@@ -2,8 +2,9 @@
  * conf_harness.h - shared harness of the provider conformance suite.
  *
  * Every conf_<area>.c is written once and run per provider: the provider comes from
- * FERRY_TEST_PROVIDER (tcp, verbs, ofi+tcp, ofi+shm; default tcp) and the host from
- * FERRY_TEST_HOST (default 127.0.0.1). The suite uses only the public API.
+ * FERRY_TEST_PROVIDER (tcp, verbs, ofi+tcp, ofi+shm, ofi+verbs; default tcp) and the
+ * host from FERRY_TEST_HOST (default 127.0.0.1). FERRY_TEST_FILTER (a cmocka pattern,
+ * e.g. 'test_msg_*') runs only the matching tests. The suite uses only the public API.
  *
  * Design notes:
  *   - Both sides live in one process and one thread: a server context and a client
@@ -38,7 +39,7 @@
 #define CONF_ADDR_MAX 1024
 
 /* Filled by conf_run() before any test runs. */
-extern const char *conf_prov;      /* "tcp", "verbs", "ofi+tcp", "ofi+shm"        */
+extern const char *conf_prov;      /* "tcp", "verbs", "ofi+tcp", "ofi+shm", ...   */
 extern const char *conf_prov_base; /* "tcp", "verbs", "ofi" (ferry_provider_list) */
 bool conf_prov_pins_memory(void);  /* verbs, ofi+verbs: RLIMIT_MEMLOCK matters       */
 extern const char *conf_host;      /* "127.0.0.1" or FERRY_TEST_HOST                */
