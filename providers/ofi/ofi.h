@@ -344,7 +344,8 @@ void ofi_port_unwatch(struct ofi_port *port);
 void ofi_port_cq_close(struct ofi_port *port);
 void ofi_port_timer_init(struct ofi_port *port);
 int ofi_port_watch(struct ofi_port *port);
-int ofi_port_progress(struct ofi_port *port);
+/* arm: end with fi_trywait, so that the CQ's wait fd may be slept on (see ofi_cq.c). */
+int ofi_port_progress(struct ofi_port *port, bool arm);
 void ofi_port_kick(struct ofi_port *port, uint64_t delay_ns);
 void ofi_ring(struct ofi_port *port, struct ofi_peer *peer);
 void ofi_doorbell_name(const char *shm_name, struct sockaddr_un *sa, socklen_t *len);

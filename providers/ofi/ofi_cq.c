@@ -3,9 +3,11 @@
  *
  * Readiness. A port's CQ is opened with FI_WAIT_FD where the fabric supports it (tcp,
  * verbs): its fd goes into the context's epoll set through a poll handle. libfabric's
- * wait fds are only trustworthy after fi_trywait() said so, so every drain ends with
- * fi_trywait and drains again while it answers -FI_EAGAIN (a few rounds, then a short
- * timer instead of spinning).
+ * wait fds are only trustworthy after fi_trywait() said so, so a drain before a sleep
+ * (prepare_sleep) ends with fi_trywait and drains again while it answers -FI_EAGAIN
+ * (a few rounds, then a short timer instead of spinning). Busy progress passes skip
+ * it (it costs system calls and nobody sleeps), unless the application holds the
+ * context fd and may sleep on it at any time.
  *
  * shm (libfabric 1.17) has no wait object at all. A shm port therefore opens a
  * doorbell: an AF_UNIX datagram socket in the abstract namespace, named after the
@@ -162,13 +164,13 @@ static void ofi_port_ready(struct ferryi_poll_handle *h, uint32_t events)
 		while (recv(h->fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
 			;
 	}
-	ofi_port_progress(port);
+	ofi_port_progress(port, ferryi_ctx_fd_exported(ofi_ctx(port)));
 }
 
 static void ofi_port_timer(struct ferryi_timer *t)
 {
 	struct ofi_port *port = ferryi_container_of(t, struct ofi_port, timer);
-	ofi_port_progress(port);
+	ofi_port_progress(port, ferryi_ctx_fd_exported(ofi_ctx(port)));
 }
 
 void ofi_port_timer_init(struct ofi_port *port)
@@ -352,10 +354,10 @@ static bool ofi_port_has_blocked(const struct ofi_port *port)
 	       !ferryi_list_empty(&port->rma_retry) || !ferryi_list_empty(&port->rx_repost);
 }
 
-int ofi_port_progress(struct ofi_port *port)
+int ofi_port_progress(struct ofi_port *port, bool arm)
 {
 	int handled = 0, budget = OFI_CQ_BUDGET;
-	bool settled = !port->dom->wait_fd || port->ph.fd < 0;
+	bool settled = !arm || !port->dom->wait_fd || port->ph.fd < 0;
 
 	if (!port->cq)
 		return 0;

@@ -295,7 +295,7 @@ static void ofi_inst_fini(struct ferryi_prov_inst *pi)
 	oi->db_fd = -1;
 }
 
-static int ofi_progress(struct ferryi_prov_inst *pi)
+static int ofi_progress_all(struct ferryi_prov_inst *pi, bool arm)
 {
 	struct ofi_inst *oi = ofi_inst(pi);
 	int events = 0;
@@ -314,12 +314,22 @@ static int ofi_progress(struct ferryi_prov_inst *pi)
 				next = ferryi_container_of(port->link.next, struct ofi_port, link);
 				next->refs++;
 			}
-			events += ofi_port_progress(port);
+			events += ofi_port_progress(port, arm);
 			ofi_port_put(port);
 			port = next;
 		}
 	}
 	return events;
+}
+
+static int ofi_progress(struct ferryi_prov_inst *pi)
+{
+	return ofi_progress_all(pi, ferryi_ctx_fd_exported(pi->ctx));
+}
+
+static int ofi_prepare_sleep(struct ferryi_prov_inst *pi)
+{
+	return ofi_progress_all(pi, true);
 }
 
 /* ------------------------------------------------------------------ info */
@@ -376,6 +386,7 @@ const struct ferryi_provider ferryi_ofi_provider = {
 	.inst_init = ofi_inst_init,
 	.inst_fini = ofi_inst_fini,
 	.progress = ofi_progress,
+	.prepare_sleep = ofi_prepare_sleep,
 	.listen = ofi_listen,
 	.listen_close = ofi_listen_close,
 	.connect = ofi_connect,
