@@ -29,10 +29,15 @@
  *
  * Locks: rc_g.lock guards the index and every cache's lists and counters; it is taken
  * under a context lock, never the other way round, and the monitor takes no other
- * lock. Nothing done under rc_g.lock may unmap user memory (that would wait for the
- * monitor, which waits for the lock): providers pin and deregister under it, which
- * never unmaps. Entries invalidated while unused are handed to their context (the
- * dead list) and deregistered under its lock at the next progress pass or look-up.
+ * lock. Nothing done under rc_g.lock may unmap user memory: that would wait for the
+ * monitor, which waits for the lock. Even free() can (glibc trims the heap with brk,
+ * which unmaps), so nothing is allocated, freed, registered or deregistered under it:
+ * a new entry is watched and published as pending (no region yet) under the lock,
+ * pinned without it, and completed under it again unless the monitor invalidated it
+ * meanwhile (then the pinned pages may be the old ones: dropped, and the op gets a
+ * registration of its own). Entries invalidated while unused are handed to their
+ * context (the dead list) and deregistered under its lock at the next progress pass
+ * or look-up.
  * The index (sorted by start) and the uffd registrations are shared by all contexts:
  * when an entry goes, only the pages no other entry covers are unregistered.
  */
@@ -124,16 +129,40 @@ static size_t idx_first_reaching(uintptr_t a)
 	return idx_lower(a > rc_g.max_len ? a - rc_g.max_len : 0);
 }
 
-static int idx_insert(struct ferryi_rc_ent *e)
+/*
+ * Makes room for one more entry, allocating without the lock (see the notes at the
+ * top). Another context may take that room before the caller locks again: idx_insert
+ * then refuses.
+ */
+static int idx_reserve(void)
 {
-	if (rc_g.n == rc_g.cap) {
+	for (;;) {
+		pthread_mutex_lock(&rc_g.lock);
 		size_t cap = rc_g.cap ? rc_g.cap * 2 : 64;
-		struct ferryi_rc_ent **p = realloc(rc_g.idx, cap * sizeof(*p));
+		bool room = rc_g.n + 1 <= rc_g.cap;
+		pthread_mutex_unlock(&rc_g.lock);
+		if (room)
+			return 0;
+		struct ferryi_rc_ent **p = malloc(cap * sizeof(*p)), **drop = p;
 		if (!p)
 			return FERRY_ENOMEM;
-		rc_g.idx = p;
-		rc_g.cap = cap;
+		pthread_mutex_lock(&rc_g.lock);
+		if (cap > rc_g.cap) {
+			memcpy(p, rc_g.idx, rc_g.n * sizeof(*p));
+			drop = rc_g.idx;
+			rc_g.idx = p;
+			rc_g.cap = cap;
+		}
+		pthread_mutex_unlock(&rc_g.lock);
+		free(drop);
 	}
+}
+
+/* Inserts e; false when there is no room (see idx_reserve). */
+static bool idx_insert(struct ferryi_rc_ent *e)
+{
+	if (rc_g.n == rc_g.cap)
+		return false;
 	size_t i = idx_lower(e->start);
 	memmove(rc_g.idx + i + 1, rc_g.idx + i, (rc_g.n - i) * sizeof(*rc_g.idx));
 	rc_g.idx[i] = e;
@@ -141,7 +170,7 @@ static int idx_insert(struct ferryi_rc_ent *e)
 	if (e->end - e->start > rc_g.max_len)
 		rc_g.max_len = e->end - e->start;
 	e->valid = true;
-	return 0;
+	return true;
 }
 
 static void idx_remove(struct ferryi_rc_ent *e)
@@ -163,7 +192,7 @@ static struct ferryi_rc_ent *idx_find(struct ferryi_rcache *rc, uintptr_t s, uin
 {
 	for (size_t i = idx_first_reaching(e); i < rc_g.n && rc_g.idx[i]->start <= s; i++) {
 		struct ferryi_rc_ent *x = rc_g.idx[i];
-		if (x->rc == rc && x->end >= e && (x->mr->access & access) == access)
+		if (x->rc == rc && x->mr && x->end >= e && (x->mr->access & access) == access)
 			return x;
 	}
 	return NULL;
@@ -576,61 +605,81 @@ int ferryi_regcache_get(struct ferry_ctx *ctx, void *addr, size_t len, unsigned 
 		return 0;
 	}
 	rc->misses++;
+	bool cacheable = end - s <= rc->max_bytes;
+	pthread_mutex_unlock(&rc_g.lock);
+	if (!cacheable)
+		goto uncached;
+
+	/* Allocations happen outside the lock: see the notes at the top. */
+	e = calloc(1, sizeof(*e));
+	if (!e || idx_reserve() < 0) {
+		free(e);
+		return FERRY_ENOMEM;
+	}
 	ferryi_list_init(&victims);
-	if (end - s > rc->max_bytes || !rc_make_room(rc, end - s, &victims)) {
-		rc->uncached++;
+	pthread_mutex_lock(&rc_g.lock);
+	if (rc_g.n == rc_g.cap || !rc_make_room(rc, end - s, &victims)) {
 		pthread_mutex_unlock(&rc_g.lock);
 		rc_destroy_list(&victims);
-		return 1;
+		free(e);
+		goto uncached;
 	}
 	/*
-	 * Watch first, then pin, then publish, all under the lock: an unmap racing with
-	 * this registration is read by the monitor only after the entry is in the index.
+	 * Watch first, then publish a pending entry, then pin without the lock: an unmap
+	 * racing with the pinning invalidates the pending entry, and we see it below.
 	 */
 	rc_err = uffd_register(s, end);
 	if (rc_err < 0) {
+		pthread_mutex_unlock(&rc_g.lock);
+		rc_destroy_list(&victims);
+		free(e);
 		/* File-backed, another monitor's (EBUSY), not mapped: not cacheable. */
 		FERRYI_DBG(ctx, "registration cache: %p+%zu cannot be watched (%s): registered "
 			   "for this operation only", addr, len, strerror(-rc_err));
-		rc->uncached++;
-		pthread_mutex_unlock(&rc_g.lock);
-		rc_destroy_list(&victims);
-		return 1;
+		goto uncached;
 	}
-	e = calloc(1, sizeof(*e));
-	rc_err = e ? ferryi_mr_reg_locked(ctx, (void *)s, end - s, access, true, &e->mr)
-		   : FERRY_ENOMEM;
-	if (rc_err == 0) {
-		e->rc = rc;
-		e->start = s;
-		e->end = end;
-		e->users = 1;
-		rc_err = idx_insert(e);
-		if (rc_err < 0) {
-			pthread_mutex_unlock(&rc_g.lock);
-			ent_destroy(e);
-			pthread_mutex_lock(&rc_g.lock);
-			e = NULL;
-		}
-	} else {
-		free(e);
-		e = NULL;
-	}
-	if (!e) {
-		uffd_unregister_uncovered(s, end);
-		pthread_mutex_unlock(&rc_g.lock);
-		rc_destroy_list(&victims);
-		return rc_err;
-	}
+	e->rc = rc;
+	e->start = s;
+	e->end = end;
+	e->users = 1;
+	(void)idx_insert(e); /* room checked above, under this hold of the lock */
 	rc->bytes += end - s;
 	rc->entries++;
 	rc->busy++;
 	pthread_mutex_unlock(&rc_g.lock);
 	rc_destroy_list(&victims);
-	e->mr->cache_ent = e;
-	ferryi_mr_ref(e->mr);
-	*out = e->mr;
-	return 0;
+
+	struct ferry_mr *mr = NULL;
+	rc_err = ferryi_mr_reg_locked(ctx, (void *)s, end - s, access, true, &mr);
+	pthread_mutex_lock(&rc_g.lock);
+	bool stale = !e->valid;
+	if (rc_err == 0 && !stale) {
+		e->mr = mr;
+		pthread_mutex_unlock(&rc_g.lock);
+		mr->cache_ent = e;
+		ferryi_mr_ref(mr);
+		*out = mr;
+		return 0;
+	}
+	if (!stale) {
+		idx_remove(e);
+		uffd_unregister_uncovered(s, end);
+		rc->bytes -= end - s;
+		rc->entries--;
+	}
+	rc->busy--;
+	pthread_mutex_unlock(&rc_g.lock);
+	free(e);
+	if (rc_err < 0)
+		return rc_err;
+	/* The memory changed while it was being pinned: what is mapped now, uncached. */
+	ferryi_mr_dereg_locked(mr);
+	ferryi_mr_unref(mr);
+uncached:
+	pthread_mutex_lock(&rc_g.lock);
+	rc->uncached++;
+	pthread_mutex_unlock(&rc_g.lock);
+	return 1;
 }
 
 void ferryi_regcache_put(struct ferry_mr *mr)

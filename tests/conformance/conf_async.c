@@ -11,6 +11,8 @@
  */
 #include "conf_harness.h"
 
+#include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +57,81 @@ static void link_set(const char *state)
 		conf_fail("'%s' failed", cmd);
 }
 
+/* Reads the first line of a sysfs file into buf; false if unreadable. */
+static bool read_line(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	bool ok = fgets(buf, (int)len, f) != NULL;
+	fclose(f);
+	return ok;
+}
+
+/*
+ * The RoCE GID of the test address went with the link and comes back a little after
+ * it (perhaps at another index): wait until some GID of the port is that address.
+ */
+static void wait_gid_back(void)
+{
+	const char *dev = getenv("FERRY_TEST_VERBS_DEV"), *port = getenv("FERRY_TEST_VERBS_PORT");
+	struct in_addr ip;
+	char want[64], path[256], buf[128];
+	if (!dev || !*dev || inet_pton(AF_INET, conf_host, &ip) != 1)
+		return;
+	const uint8_t *b = (const uint8_t *)&ip;
+	snprintf(want, sizeof(want), "0000:0000:0000:0000:0000:ffff:%02x%02x:%02x%02x", b[0],
+		 b[1], b[2], b[3]);
+	for (int i = 0; i < 200; i++) {
+		for (int g = 0; g < 64; g++) {
+			snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%s/gids/%d",
+				 dev, port && *port ? port : "1", g);
+			if (!read_line(path, buf, sizeof(buf)))
+				break;
+			if (strncmp(buf, want, strlen(want)) == 0)
+				return;
+		}
+		usleep(100000);
+	}
+	conf_fail("no GID %s on %s 20 s after %s came up", want, dev, netdev);
+}
+
+struct acceptor {
+	struct ferry_listener *l;
+	struct ferry_ep *ep;
+	int rc;
+};
+
+static void *accept_thread(void *arg)
+{
+	struct acceptor *a = arg;
+	a->rc = ferry_listener_accept(a->l, &a->ep, 3000);
+	return NULL;
+}
+
+/* One connection attempt, accepted on a helper thread: 0 or an error code. */
+static int try_connect(struct conf_world *w, struct ferry_ep **ce, struct ferry_ep **se)
+{
+	struct acceptor a = { .l = w->l };
+	struct ferry_connect_attr attr = { .flags = FERRY_CONNECT_PRIVATE };
+	pthread_t th;
+	*ce = *se = NULL;
+	if (pthread_create(&th, NULL, accept_thread, &a) != 0)
+		return FERRY_ENOMEM;
+	int rc = ferry_connect(w->cli, w->addr, &attr, ce);
+	pthread_join(th, NULL);
+	if (rc == 0 && a.rc == 0) {
+		*se = a.ep;
+		return 0;
+	}
+	if (*ce)
+		ferry_ep_close(*ce);
+	if (a.rc == 0)
+		ferry_ep_close(a.ep);
+	*ce = NULL;
+	return rc ? rc : a.rc;
+}
+
 /* Waits until the device's port is ACTIVE again (sysfs), up to 20 s. */
 static void wait_port_active(void)
 {
@@ -65,12 +142,7 @@ static void wait_port_active(void)
 	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/%s/state", dev,
 		 port && *port ? port : "1");
 	for (int i = 0; i < 200; i++) {
-		FILE *f = fopen(path, "r");
-		if (!f)
-			return;
-		bool active = fgets(buf, sizeof(buf), f) && strstr(buf, "ACTIVE");
-		fclose(f);
-		if (active)
+		if (!read_line(path, buf, sizeof(buf)) || strstr(buf, "ACTIVE"))
 			return;
 		usleep(100000);
 	}
@@ -143,13 +215,21 @@ static void test_async_port_down(void **state)
 	conf_expect_none(w, ferry_ctx_cq(w->cli), 200);
 	conf_expect_none(w, ferry_ctx_cq(w->srv), 1);
 
-	/* The port is back: a new connection works. */
+	/* The port is back: a new connection works (the device was not written off). */
+	t0 = conf_now_ms();
 	wait_port_active();
+	wait_gid_back();
 	ferry_ep_close(c->cep);
 	ferry_ep_close(c->sep);
 	c->cep = c->sep = NULL;
-	struct ferry_ep *ce, *se;
-	conf_connect(w, FERRY_CONNECT_PRIVATE, &ce, &se);
+	struct ferry_ep *ce = NULL, *se = NULL;
+	int rc = FERRY_ETIMEDOUT;
+	for (int attempt = 0; attempt < 10 && rc != 0; attempt++)
+		rc = try_connect(w, &ce, &se);
+	if (rc != 0)
+		conf_fail("no connection 10 attempts after the port came back: %s", conf_err(rc));
+	print_message("connected again %llu ms after the link came up\n",
+		      (unsigned long long)(conf_now_ms() - t0));
 	conf_own_ep(c, ce);
 	conf_own_ep(c, se);
 	conf_assert_rc(ferry_recv(se, rbuf, 4096, 7, ~0ull, rbuf, NULL), 0);
