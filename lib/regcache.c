@@ -83,6 +83,7 @@ struct ferryi_rcache {
 	struct ferryi_list dead;      /* invalidated and unused: to deregister         */
 	atomic_bool dead_pending;
 	uint64_t hits, misses, evictions, invalidations, uncached;
+	unsigned epoch;               /* rc_g.epoch when it joined the monitor         */
 };
 
 static struct {
@@ -93,6 +94,7 @@ static struct {
 	/* the monitor, started with the first cache and stopped with the last */
 	pthread_mutex_t life;         /* serialises start and stop                     */
 	unsigned users;
+	unsigned epoch;               /* changes in a forked child                     */
 	int uffd, stop_fd;
 	pthread_t thread;
 } rc_g = {
@@ -350,9 +352,37 @@ static int rc_monitor_open(const char **why)
 	return 0;
 }
 
-static int rc_monitor_acquire(struct ferry_ctx *ctx)
+/*
+ * A forked child has the parent's userfaultfd, bound to the parent's address space,
+ * and no monitor thread: it starts afresh (contexts copied from the parent find an
+ * empty index and register per operation).
+ */
+static void rc_atfork_child(void)
 {
+	pthread_mutex_init(&rc_g.lock, NULL);
+	pthread_mutex_init(&rc_g.life, NULL);
+	if (rc_g.uffd >= 0)
+		close(rc_g.uffd);
+	if (rc_g.stop_fd >= 0)
+		close(rc_g.stop_fd);
+	rc_g.uffd = rc_g.stop_fd = -1;
+	rc_g.users = 0;
+	rc_g.epoch++;
+	rc_g.idx = NULL; /* the parent's entries: not ours to free */
+	rc_g.n = rc_g.cap = 0;
+	rc_g.max_len = 0;
+}
+
+static void rc_atfork_once(void)
+{
+	(void)pthread_atfork(NULL, NULL, rc_atfork_child);
+}
+
+static int rc_monitor_acquire(struct ferry_ctx *ctx, unsigned *epoch)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	int rc = 0;
+	pthread_once(&once, rc_atfork_once);
 	pthread_mutex_lock(&rc_g.life);
 	if (rc_g.users == 0) {
 		const char *why = "";
@@ -374,14 +404,20 @@ static int rc_monitor_acquire(struct ferry_ctx *ctx)
 		}
 	}
 	rc_g.users++;
+	*epoch = rc_g.epoch;
 out:
 	pthread_mutex_unlock(&rc_g.life);
 	return rc;
 }
 
-static void rc_monitor_release(void)
+static void rc_monitor_release(unsigned epoch)
 {
 	pthread_mutex_lock(&rc_g.life);
+	if (epoch != rc_g.epoch || rc_g.users == 0) {
+		/* A context the parent created, destroyed in a forked child. */
+		pthread_mutex_unlock(&rc_g.life);
+		return;
+	}
 	if (--rc_g.users == 0) {
 		uint64_t one = 1;
 		(void)!write(rc_g.stop_fd, &one, sizeof(one));
@@ -451,7 +487,7 @@ void ferryi_regcache_init(struct ferry_ctx *ctx)
 	struct ferryi_rcache *rc = calloc(1, sizeof(*rc));
 	if (!rc)
 		return;
-	if (rc_monitor_acquire(ctx) < 0) {
+	if (rc_monitor_acquire(ctx, &rc->epoch) < 0) {
 		free(rc);
 		ctx->rcache_state = FERRYI_RC_UNAVAILABLE;
 		return;
@@ -527,9 +563,10 @@ void ferryi_regcache_fini(struct ferry_ctx *ctx)
 		ferryi_list_push_back(&todo, n);
 	pthread_mutex_unlock(&rc_g.lock);
 	rc_destroy_list(&todo);
+	unsigned epoch = rc->epoch;
 	ctx->rcache = NULL;
 	free(rc);
-	rc_monitor_release();
+	rc_monitor_release(epoch);
 }
 
 /*

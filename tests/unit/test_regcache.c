@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
@@ -464,6 +465,45 @@ static void test_monitor_race(void **state)
 	ferry_ctx_destroy(c2);
 }
 
+/*
+ * fork(): the child inherits the parent's userfaultfd (bound to the parent's memory)
+ * but no monitor thread. A context the child creates gets a monitor of its own and
+ * sees its own unmaps; the parent's cache goes on working.
+ */
+static void test_fork_child(void **state)
+{
+	(void)state;
+	struct ferry_ctx *parent = cache_ctx();
+	char *buf = map(2 * PG);
+	put(parent, get(parent, buf, PG, FERRY_ACCESS_LOCAL));
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ferry_ctx *ctx = mt_ctx(NULL, true);
+		struct ferry_mr *mr = NULL;
+		int ok = mt_stats(ctx).reg_cache_state == FERRYI_RC_ON;
+		ferryi_ctx_lock(ctx);
+		ok &= ferryi_mr_internal_get(ctx, buf + PG, 10, 0, true, &mr) == 0 &&
+		      mr->cache_ent != NULL;
+		ferryi_mr_internal_put(mr);
+		ferryi_ctx_unlock(ctx);
+		munmap(buf + PG, PG);
+		ok &= mt_stats(ctx).reg_cache_invalidations == 1;
+		ferry_ctx_destroy(ctx);
+		_exit(ok ? 0 : 1);
+	}
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* The parent's entry is untouched by the child's unmap, and still watched. */
+	assert_int_equal(mt_stats(parent).reg_cache_invalidations, 0);
+	munmap(buf, 2 * PG);
+	assert_int_equal(mt_stats(parent).reg_cache_invalidations, 1);
+	ferry_ctx_destroy(parent);
+}
+
 /* FERRY_REG_CACHE_BYTES=0: off, every internal registration is per operation. */
 static void test_disabled(void **state)
 {
@@ -497,6 +537,7 @@ int main(void)
 		cmocka_unit_test_setup(test_inval_neighbour, setup),
 		cmocka_unit_test_setup(test_rendezvous_stale, setup),
 		cmocka_unit_test_setup(test_monitor_race, setup),
+		cmocka_unit_test_setup(test_fork_child, setup),
 		cmocka_unit_test_setup(test_disabled, setup),
 	};
 	return cmocka_run_group_tests(tests, group_setup, NULL);
