@@ -24,6 +24,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
@@ -31,6 +36,18 @@
 #endif
 
 static size_t PG;
+
+/* ThreadSanitizer cannot start threads in a child forked from a threaded process. */
+#if defined(__SANITIZE_THREAD__)
+#define FORK_TESTS 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FORK_TESTS 0
+#endif
+#endif
+#ifndef FORK_TESTS
+#define FORK_TESTS 1
+#endif
 
 static int group_setup(void **state)
 {
@@ -473,6 +490,8 @@ static void test_monitor_race(void **state)
 static void test_fork_child(void **state)
 {
 	(void)state;
+	if (!FORK_TESTS)
+		skip();
 	struct ferry_ctx *parent = cache_ctx();
 	char *buf = map(2 * PG);
 	put(parent, get(parent, buf, PG, FERRY_ACCESS_LOCAL));
@@ -502,6 +521,48 @@ static void test_fork_child(void **state)
 	munmap(buf, 2 * PG);
 	assert_int_equal(mt_stats(parent).reg_cache_invalidations, 1);
 	ferry_ctx_destroy(parent);
+}
+
+/*
+ * No userfaultfd (a seccomp filter refuses it, as container runtimes do): the cache
+ * turns itself off, says so in the stats, and registrations are per operation.
+ */
+static void test_unavailable(void **state)
+{
+	(void)state;
+	if (!FORK_TESTS)
+		skip();
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_userfaultfd, 0, 1),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP,
+								     SECCOMP_MODE_FILTER, &prog))
+			_exit(77);
+		struct ferry_ctx *ctx = mt_ctx(NULL, true);
+		int ok = mt_stats(ctx).reg_cache_state == FERRYI_RC_UNAVAILABLE;
+		char *buf = map(PG);
+		struct ferry_mr *mr = NULL;
+		ferryi_ctx_lock(ctx);
+		ok &= ferryi_mr_internal_get(ctx, buf, 10, 0, true, &mr) == 0 && !mr->cache_ent;
+		ferryi_mr_internal_put(mr);
+		ferryi_ctx_unlock(ctx);
+		ferry_ctx_destroy(ctx);
+		_exit(ok ? 0 : 1);
+	}
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 /* FERRY_REG_CACHE_BYTES=0: off, every internal registration is per operation. */
@@ -538,6 +599,7 @@ int main(void)
 		cmocka_unit_test_setup(test_rendezvous_stale, setup),
 		cmocka_unit_test_setup(test_monitor_race, setup),
 		cmocka_unit_test_setup(test_fork_child, setup),
+		cmocka_unit_test_setup(test_unavailable, setup),
 		cmocka_unit_test_setup(test_disabled, setup),
 	};
 	return cmocka_run_group_tests(tests, group_setup, NULL);
