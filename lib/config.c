@@ -119,6 +119,8 @@ static const struct cfg_var cfg_vars[] = {
 static const struct cfg_var cfg_ext_vars[] = {
 	CFG_EXT_VAR("FERRY_ZEROCOPY_MIN", zerocopy_min, CFG_SIZE, 0, UINT64_MAX),
 	CFG_EXT_VAR("FERRY_COMPRESS_ACCEPT", compress_accept, CFG_BOOL, 0, 1),
+	CFG_EXT_VAR("FERRY_REG_CACHE_BYTES", reg_cache_bytes, CFG_SIZE, 0, UINT64_MAX),
+	CFG_EXT_VAR("FERRY_REG_CACHE_ENTRIES", reg_cache_entries, CFG_U32, 0, UINT32_MAX),
 };
 
 void ferryi_config_ext_init(struct ferryi_config_ext *x)
@@ -130,6 +132,8 @@ void ferryi_config_ext_init(struct ferryi_config_ext *x)
 	 */
 	x->zerocopy_min = UINT64_C(256) << 10;
 	x->compress_accept = 1;
+	x->reg_cache_bytes = UINT64_C(256) << 20; /* lowered under a memlock limit: regcache.c */
+	x->reg_cache_entries = 1024;
 }
 
 void ferry_config_init(struct ferry_config *cfg)

@@ -36,6 +36,13 @@ struct ferryi_config_ext {
 	int compress_accept;    /* FERRY_COMPRESS_ACCEPT (1): advertise that this
 				   context decodes zstd; 0 makes it look like a build
 				   without zstd (peers then send it raw)              */
+	uint64_t reg_cache_bytes; /* FERRY_REG_CACHE_BYTES (256M; unset, regcache.c
+				   lowers it to a quarter of RLIMIT_MEMLOCK when that
+				   is lower and the process lacks CAP_IPC_LOCK):
+				   pinned bytes the registration cache keeps; 0 turns
+				   the cache off                                   */
+	uint32_t reg_cache_entries; /* FERRY_REG_CACHE_ENTRIES (1024): regions it
+				   keeps; 0 turns the cache off                    */
 };
 
 /* Fills x with the defaults. */

@@ -9,6 +9,7 @@
  * thread is never touched.
  */
 #include "core_priv.h"
+#include "regcache.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -239,6 +240,7 @@ int ferryi_progress_hooks_locked(struct ferry_ctx *ctx)
 			events += ctx->provs[i]->prov->progress(ctx->provs[i]);
 	ferryi_timers_run(ctx);
 	ferryi_process_closes(ctx);
+	ferryi_regcache_progress(ctx);
 	/* Keep the exported fd readable while completions wait to be polled. */
 	if (atomic_load_explicit(&ctx->fd_exported, memory_order_relaxed) &&
 	    ferryi_cqs_nonempty(ctx))
@@ -392,6 +394,7 @@ void ferryi_local_info(const struct ferry_ctx *ctx, struct ferryi_peer_info *out
 	memset(out, 0, sizeof(*out));
 	out->version = FERRYI_PROTO_VERSION;
 	out->features = ctx->cfg.probe_interval_ms ? FERRYI_FEAT_PROBES : 0;
+	out->features |= FERRYI_FEAT_RNDV_OFFSET;
 #ifdef FERRY_HAVE_ZSTD
 	/* The ability to decode, whatever our own policy: a peer may compress toward us. */
 	out->features |= FERRYI_FEAT_ZSTD;
@@ -526,6 +529,8 @@ int ferry_ctx_create(const struct ferry_config *cfg, struct ferry_ctx **out)
 
 	ferryi_ctx_lock(ctx);
 	rc = ctx_open_providers(ctx);
+	if (rc == 0)
+		ferryi_regcache_init(ctx);
 	ferryi_ctx_unlock(ctx);
 	if (rc < 0) {
 		FERRYI_ERR(ctx, "no provider could open (FERRY_PROVIDERS=%s)",
@@ -550,6 +555,7 @@ int ferry_ctx_create(const struct ferry_config *cfg, struct ferry_ctx **out)
 
 err_provs:
 	ferryi_ctx_lock(ctx);
+	ferryi_regcache_fini(ctx);
 	ctx_close_providers(ctx);
 	ferryi_ctx_unlock(ctx);
 err_cq:
@@ -623,6 +629,7 @@ void ferry_ctx_destroy(struct ferry_ctx *ctx)
 		ferryi_list_remove(&ep->ctx_link);
 		free(ep);
 	}
+	ferryi_regcache_fini(ctx);
 	ferryi_mrs_fini(ctx);
 	ctx_close_providers(ctx);
 	ferryi_list_foreach_safe(&ctx->cqs, n, t) {

@@ -25,7 +25,7 @@
 
 #define FERRYI_MAX_PROVS 8
 #define FERRYI_URI_MAX 320
-#define FERRYI_RX_INLINE (8 + FERRY_RKEY_MAX) /* the largest control payload: an RTS */
+#define FERRYI_RX_INLINE (16 + FERRY_RKEY_MAX) /* the largest control payload: an RTS */
 
 /* ------------------------------------------------------------------ logging (log.c) */
 
@@ -156,6 +156,9 @@ struct ferryi_msg {
 
 enum ferryi_msg_flags {
 	FERRYI_MSGF_COMPRESSED = 1u << 0, /* payload is a zstd frame (negotiated)        */
+	FERRYI_MSGF_RNDV_OFFSET = 1u << 1, /* RTS: {size, offset, rkey} rather than
+					      {size, rkey}: the payload starts at offset
+					      in the region (negotiated)                 */
 };
 
 /* What each side advertises in its provider's handshake. */
@@ -177,6 +180,7 @@ struct ferryi_peer_info {
 enum ferryi_features {
 	FERRYI_FEAT_ZSTD = 1u << 0,
 	FERRYI_FEAT_PROBES = 1u << 1,
+	FERRYI_FEAT_RNDV_OFFSET = 1u << 2, /* accepts FERRYI_MSGF_RNDV_OFFSET announces */
 };
 
 #define FERRYI_PROTO_VERSION 1
@@ -372,6 +376,7 @@ struct ferry_mr {
 	uint32_t remote_users;          /* peer transfers in progress (target side)     */
 	struct ferryi_list users;       /* struct ferryi_mr_use of those transfers      */
 	struct ferryi_hnode hnode;      /* ctx->mr_by_key                               */
+	struct ferryi_rc_ent *cache_ent; /* the registration cache's entry, if cached   */
 	struct ferryi_list_node ctx_link;
 	void *prov_priv[FERRYI_MAX_PROVS]; /* per provider instance, mr_size bytes each */
 };

@@ -46,6 +46,7 @@ struct ferryi_uxmsg {
 	struct ferryi_op *waiting;   /* recv matched while payload in flight  */
 	/* RTS */
 	uint64_t sender_id;
+	uint64_t offset;             /* of the payload in the sender's region */
 	struct ferry_rkey *rkey;
 	uint64_t charge;             /* bytes counted against the budget      */
 	max_align_t data[];          /* eager payload                         */
@@ -79,6 +80,8 @@ struct ferry_ctx {
 	uint32_t handshaking;              /* endpoints connecting or accepting */
 	struct ferryi_hmap mr_by_key;
 	uint32_t mr_generation;
+	struct ferryi_rcache *rcache;      /* registration cache, or NULL (off)  */
+	int rcache_state;                  /* enum ferryi_rc_state               */
 	uint64_t incarnation;
 
 	/* op slot table: an op's wire id indexes it */
@@ -180,6 +183,16 @@ void ferryi_mr_dereg_locked(struct ferry_mr *mr);
 void ferryi_mr_ref(struct ferry_mr *mr);
 void ferryi_mr_unref(struct ferry_mr *mr);
 void ferryi_mrs_fini(struct ferry_ctx *ctx);
+/*
+ * A region for one internal use (rendezvous, a local buffer of a one-sided op): from
+ * the registration cache when cacheable, else registered for this use only. *out is
+ * held for the caller, who gives it back with ferryi_mr_internal_put (which also
+ * drops that reference). Its range may be larger than asked: the payload is at
+ * addr - (*out)->addr.
+ */
+int ferryi_mr_internal_get(struct ferry_ctx *ctx, void *addr, size_t len, unsigned access,
+			   bool cacheable, struct ferry_mr **out);
+void ferryi_mr_internal_put(struct ferry_mr *mr);
 
 /* rkey.c */
 int ferryi_mr_pack_locked(const struct ferry_mr *mr, void *buf, size_t *len);

@@ -9,6 +9,7 @@
  * handshake timeout the endpoints still using it are failed.
  */
 #include "core_priv.h"
+#include "regcache.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,27 @@ err:
 		ctx->provs[i]->prov->mr_dereg(ctx->provs[i], mr);
 	free(mr);
 	return rc;
+}
+
+int ferryi_mr_internal_get(struct ferry_ctx *ctx, void *addr, size_t len, unsigned access,
+			   bool cacheable, struct ferry_mr **out)
+{
+	if (cacheable) {
+		int rc = ferryi_regcache_get(ctx, addr, len, access, out);
+		if (rc <= 0)
+			return rc;
+	}
+	return ferryi_mr_reg_locked(ctx, addr, len, access, true, out);
+}
+
+void ferryi_mr_internal_put(struct ferry_mr *mr)
+{
+	if (mr->cache_ent) {
+		ferryi_regcache_put(mr);
+		return;
+	}
+	ferryi_mr_dereg_locked(mr);
+	ferryi_mr_unref(mr);
 }
 
 void ferryi_mr_ref(struct ferry_mr *mr)

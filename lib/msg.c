@@ -6,7 +6,9 @@
  * for a rendezvous finish) through matching, deadlines or endpoint teardown.
  *
  * Rendezvous (sends above the eager limit), on top of any provider's send and read:
- *   sender: registers its buffer for remote read, sends RTS {size, rkey} with its op id
+ *   sender: registers its buffer for remote read (from the registration cache, so the
+ *           region may start before the buffer), sends RTS {size, [offset,] rkey} with
+ *           its op id
  *   receiver: matches RTS to a receive, reads the payload straight into the receive
  *            buffer with the provider's one-sided read, then sends FIN {op id, status}
  *   sender: completes on FIN. The send op (and so the endpoint) stays held throughout.
@@ -118,13 +120,12 @@ static void op_release(struct ferryi_op *op)
 		ferryi_list_remove(&op->qlink);
 	if (op->mr) {
 		if (op->mr_internal)
-			ferryi_mr_dereg_locked(op->mr);
-		ferryi_mr_unref(op->mr);
+			ferryi_mr_internal_put(op->mr);
+		else
+			ferryi_mr_unref(op->mr);
 	}
-	if (op->rndv_mr) {
-		ferryi_mr_dereg_locked(op->rndv_mr);
-		ferryi_mr_unref(op->rndv_mr);
-	}
+	if (op->rndv_mr)
+		ferryi_mr_internal_put(op->rndv_mr);
 	if (op->rkey)
 		ferryi_rkey_unref(op->rkey);
 	ctx->slots[op->slot] = NULL;
@@ -426,19 +427,36 @@ int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint64_t tag, v
 		op->buf = (void *)buf;
 		op->len = len;
 	} else {
-		size_t pack_len = sizeof(op->rndv_pack) - 8;
-		rc = ferryi_mr_reg_locked(ctx, (void *)buf, len, FERRY_ACCESS_REMOTE_READ, true,
-					  &op->rndv_mr);
-		if (rc == 0)
-			rc = ferryi_mr_pack_locked(op->rndv_mr, op->rndv_pack + 8, &pack_len);
+		/*
+		 * A cached region may start before buf: the announce then carries the
+		 * offset, which only peers that advertised it understand. Sends with
+		 * compression flags keep a region of their own (TCP keeps those flags
+		 * with the region for the peer's read).
+		 */
+		bool cacheable = (ep->peer_info.features & FERRYI_FEAT_RNDV_OFFSET) &&
+				 !(op->flags & (FERRY_OP_COMPRESS | FERRY_OP_NO_COMPRESS));
+		rc = ferryi_mr_internal_get(ctx, (void *)buf, len, FERRY_ACCESS_REMOTE_READ,
+					    cacheable, &op->rndv_mr);
+		if (rc < 0) {
+			op_discard(op);
+			goto out;
+		}
+		uint64_t off = (uint64_t)((const char *)buf - (const char *)op->rndv_mr->addr);
+		size_t hdr = off ? 16 : 8;
+		size_t pack_len = sizeof(op->rndv_pack) - hdr;
+		rc = ferryi_mr_pack_locked(op->rndv_mr, op->rndv_pack + hdr, &pack_len);
 		if (rc < 0) {
 			op_discard(op);
 			goto out;
 		}
 		ferryi_put_le64(op->rndv_pack, len);
+		if (off) {
+			ferryi_put_le64(op->rndv_pack + 8, off);
+			op->msg.flags |= FERRYI_MSGF_RNDV_OFFSET;
+		}
 		op->msg.type = FERRYI_MSG_RTS;
 		op->buf = op->rndv_pack;
-		op->len = 8 + pack_len;
+		op->len = hdr + pack_len;
 	}
 	uint64_t id = ferryi_op_id(op);
 	if (!ferryi_list_empty(&ep->credit_wait) || !credit_take(ep, op)) {
@@ -484,8 +502,8 @@ static void rndv_read_done(struct ferryi_op *rop, int status)
 		ferryi_op_complete(recv, status);
 }
 
-static void rndv_start(struct ferryi_op *recv, uint64_t size, uint64_t sender_id,
-		       struct ferry_rkey *rkey)
+static void rndv_start(struct ferryi_op *recv, uint64_t size, uint64_t offset,
+		       uint64_t sender_id, struct ferry_rkey *rkey)
 {
 	struct ferry_ep *ep = recv->ep;
 	struct ferry_ctx *ctx = ep->ctx;
@@ -507,13 +525,15 @@ static void rndv_start(struct ferryi_op *recv, uint64_t size, uint64_t sender_id
 	rop->len = size;
 	rop->xfer = size;
 	rop->rkey = rkey;
+	rop->remote_offset = offset;
 	rkey = NULL;
 	rop->done_fn = rndv_read_done;
 	rop->rndv_peer = recv;
 	recv->rndv_peer = rop;
 	recv->receiving = true;
 	if (ep->pi->prov->caps & FERRYI_CAP_NEED_LOCAL_MR) {
-		rc = ferryi_mr_reg_locked(ctx, recv->buf, size, FERRY_ACCESS_LOCAL, true, &rop->mr);
+		rc = ferryi_mr_internal_get(ctx, recv->buf, size, FERRY_ACCESS_LOCAL, true,
+					    &rop->mr);
 		if (rc < 0) {
 			recv->rndv_peer = NULL;
 			recv->receiving = false;
@@ -585,12 +605,12 @@ int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag, uint64_
 			continue;
 		if (ux->type == FERRYI_MSG_RTS) {
 			struct ferry_rkey *rk = ux->rkey;
-			uint64_t size = ux->len, sender = ux->sender_id;
+			uint64_t size = ux->len, sender = ux->sender_id, off = ux->offset;
 			uint64_t announce_len = ux->charge - FERRYI_EAGER_CHARGE;
 			op->tag = ux->tag;
 			ux->rkey = NULL;
 			ux_free(ep, ux);
-			rndv_start(op, size, sender, rk);
+			rndv_start(op, size, off, sender, rk);
 			credit_return(ep, announce_len);
 		} else if (ux->complete) {
 			ux_deliver(op, ux);
@@ -687,11 +707,13 @@ int ferryi_rx_begin(struct ferry_ep *ep, const struct ferryi_msg *msg, uint64_t 
 		rx->dst = ux->data;
 		return 0;
 	}
-	case FERRYI_MSG_RTS:
-		if (len < 8 + 16 || len > 8 + FERRY_RKEY_MAX)
+	case FERRYI_MSG_RTS: {
+		uint64_t hdr = msg->flags & FERRYI_MSGF_RNDV_OFFSET ? 16 : 8;
+		if (len < hdr + 16 || len > hdr + FERRY_RKEY_MAX)
 			goto bad_len;
 		rx->dst = rx->inline_buf;
 		return 0;
+	}
 	case FERRYI_MSG_FIN:
 	case FERRYI_MSG_PROBE:
 	case FERRYI_MSG_PROBE_ACK:
@@ -720,17 +742,22 @@ static void rx_rts(struct ferry_ep *ep, struct ferryi_rx *rx)
 {
 	struct ferry_ctx *ctx = ep->ctx;
 	struct ferry_rkey *rk = NULL;
-	uint64_t size = ferryi_get_le64(rx->inline_buf);
+	uint64_t size = ferryi_get_le64(rx->inline_buf), off = 0;
+	size_t hdr = 8;
+	if (rx->msg.flags & FERRYI_MSGF_RNDV_OFFSET) {
+		off = ferryi_get_le64(rx->inline_buf + 8);
+		hdr = 16;
+	}
 	if (size > ctx->cfg.max_frame) {
 		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous announce above our max frame");
 		return;
 	}
-	int rc = ferryi_rkey_unpack_locked(ctx, rx->inline_buf + 8, rx->len - 8, &rk);
+	int rc = ferryi_rkey_unpack_locked(ctx, rx->inline_buf + hdr, rx->len - hdr, &rk);
 	if (rc < 0) {
 		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous announce with a malformed key");
 		return;
 	}
-	if (size > rk->region_len) {
+	if (!ferryi_range_ok(rk->region_len, off, size)) {
 		ferryi_rkey_unref(rk);
 		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous announce larger than its region");
 		return;
@@ -738,7 +765,7 @@ static void rx_rts(struct ferry_ep *ep, struct ferryi_rx *rx)
 	struct ferryi_op *recv = recv_match(ep, rx->msg.tag);
 	if (recv) {
 		recv->tag = rx->msg.tag;
-		rndv_start(recv, size, rx->msg.aux, rk);
+		rndv_start(recv, size, off, rx->msg.aux, rk);
 		credit_return(ep, rx->len);
 		return;
 	}
@@ -759,6 +786,7 @@ static void rx_rts(struct ferry_ep *ep, struct ferryi_rx *rx)
 	ux->tag = rx->msg.tag;
 	ux->len = size;
 	ux->sender_id = rx->msg.aux;
+	ux->offset = off;
 	ux->rkey = rk;
 	ux->charge = charge;
 	ep->unexpected_bytes += charge;
@@ -909,7 +937,7 @@ static int rma_post(struct ferry_ep *ep, enum ferry_op_type type, void *buf, siz
 		op->mr = mr;
 		ferryi_mr_ref(mr);
 	} else if ((ep->pi->prov->caps & FERRYI_CAP_NEED_LOCAL_MR) && len) {
-		rc = ferryi_mr_reg_locked(ctx, buf, len, FERRY_ACCESS_LOCAL, true, &op->mr);
+		rc = ferryi_mr_internal_get(ctx, buf, len, FERRY_ACCESS_LOCAL, true, &op->mr);
 		if (rc < 0) {
 			op_discard(op);
 			goto out;

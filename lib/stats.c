@@ -2,6 +2,7 @@
  * stats.c - counters per provider instance, summed for the context, and as JSON.
  */
 #include "core_priv.h"
+#include "regcache.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -14,7 +15,9 @@
 	X(eps_closed) X(eps_failed) X(eps_reaped) X(connect_failures) X(reconnects)  \
 	X(fallbacks) X(probes_sent) X(probes_missed) X(peers_dead)                   \
 	X(protocol_errors) X(rkey_refusals) X(mrs_registered) X(compressed_in)       \
-	X(compressed_out) X(msgs_discarded)
+	X(compressed_out) X(msgs_discarded) X(reg_cache_state) X(reg_cache_hits)        \
+	X(reg_cache_misses) X(reg_cache_uncached) X(reg_cache_evictions)             \
+	X(reg_cache_invalidations) X(reg_cache_bytes) X(reg_cache_entries)
 
 static void stats_add(struct ferry_stats *dst, const struct ferry_stats *src)
 {
@@ -39,6 +42,7 @@ int ferry_stats_get(struct ferry_ctx *ctx, const char *provider, struct ferry_st
 	/* Every provider registers every region: count regions once for the context. */
 	if (!provider && ctx->nprovs)
 		out->mrs_registered = ctx->provs[0]->stats.mrs_registered;
+	ferryi_regcache_stats(ctx, out);
 	ferryi_ctx_unlock(ctx);
 	return provider && !found ? FERRY_ENOENT : 0;
 }

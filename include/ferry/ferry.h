@@ -602,6 +602,22 @@ struct ferry_stats {
 	uint64_t mrs_registered;                 /* gauge                                  */
 	uint64_t compressed_in, compressed_out;  /* bytes before / after compression       */
 	uint64_t msgs_discarded;                 /* unread messages of reaped endpoints    */
+	/*
+	 * The registration cache behind internal registrations (rendezvous buffers,
+	 * unregistered local buffers of one-sided ops); the same context-wide values
+	 * whichever provider is asked for. See FERRY_REG_CACHE_BYTES in the README.
+	 */
+	uint64_t reg_cache_state;         /* 0 off by configuration, 1 on, 2 unavailable
+					     (no userfaultfd here: see the INFO log)       */
+	uint64_t reg_cache_hits;          /* internal registrations served by an entry    */
+	uint64_t reg_cache_misses;        /* not found: registered (cached if possible)   */
+	uint64_t reg_cache_uncached;      /* misses registered for one operation only:
+					     larger than the cache, all entries in use, or
+					     memory userfaultfd cannot watch (file-backed) */
+	uint64_t reg_cache_evictions;     /* unused entries dropped to respect the bounds */
+	uint64_t reg_cache_invalidations; /* entries dropped because their memory was
+					     unmapped, remapped or discarded               */
+	uint64_t reg_cache_bytes, reg_cache_entries; /* gauges: what is cached now       */
 };
 
 /**

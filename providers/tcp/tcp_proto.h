@@ -281,7 +281,7 @@ static inline int ferryi_tcp_hdr_decode(const uint8_t *in,
 		unsigned mtype = h->flags & 0xffu, mflags = (h->flags >> 8) & 0xffu;
 
 		if (mtype == 0 || mtype >= FERRYI_MSG_MAX_ || (h->flags >> 16) != 0 ||
-		    (mflags & ~(unsigned)FERRYI_MSGF_COMPRESSED) != 0) {
+		    (mflags & ~(unsigned)(FERRYI_MSGF_COMPRESSED | FERRYI_MSGF_RNDV_OFFSET)) != 0) {
 			FERRYI_TCP_WHY_(why, whylen,
 					"MSG flags 0x%08" PRIx32 ": bad message type %u or "
 					"unknown flags", h->flags, mtype);

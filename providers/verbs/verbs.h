@@ -23,6 +23,8 @@
  *     overrunning them (no RNR). See verbs_ep.c for credits and selective signalling.
  *   - write/read: IBV_WR_RDMA_WRITE/READ straight from/to the user's registered buffer,
  *     split at the device's max_msg_sz and at ibv_mr chunk boundaries on both sides.
+ *   - Asynchronous events (QP error state, port down, device fatal) fail the endpoints
+ *     they concern, like a CM disconnect; see verbs_async.c.
  *   - Teardown: QP to ERR, rdma_disconnect, a signalled drain WR behind the sends, wait for
  *     every posted WR to come back (flushed), then destroy QP and id, then
  *     ferryi_ep_gone(). A guard timer forces the end if a device never flushes.
@@ -204,6 +206,7 @@ struct ferryi_verbs_cq {
 };
 
 struct ferryi_verbs_inst;
+struct ferryi_verbs_async;
 
 struct ferryi_verbs_dev {
 	struct ferryi_verbs_inst *vi;
@@ -214,6 +217,8 @@ struct ferryi_verbs_dev {
 	struct ibv_comp_channel *ch;
 	struct ferryi_poll_handle ph;
 	bool polled;
+	bool fatal;                    /* IBV_EVENT_DEVICE_FATAL: no new connections  */
+	struct ferryi_verbs_async *async; /* async events (verbs_async.c)           */
 	struct ibv_device_attr attr;
 	uint64_t guid;                 /* node GUID, host order                       */
 	uint64_t mr_chunk;             /* bytes per ibv_mr on this device            */
@@ -363,6 +368,10 @@ int ferryi_verbs_cq_poll(struct ferryi_verbs_cq *vcq);
 /* Arms every disarmed CQ of the instance, then polls them all (prepare_sleep). */
 int ferryi_verbs_cq_arm_all(struct ferryi_prov_inst *pi);
 int ferryi_verbs_wc_status(enum ibv_wc_status st);
+
+/* verbs_async.c: the device's asynchronous events, through a process-wide dispatcher */
+int ferryi_verbs_dev_async_open(struct ferryi_verbs_dev *dev);
+void ferryi_verbs_dev_async_close(struct ferryi_verbs_dev *dev);
 
 /* verbs_ep.c */
 void ferryi_verbs_ep_init(struct ferryi_verbs_ep *vep, struct ferryi_verbs_inst *vi);

@@ -100,11 +100,11 @@ struct ferryi_verbs_dev *ferryi_verbs_dev_find(struct ferryi_verbs_inst *vi,
 					       struct ibv_context *verbs)
 {
 	for (int i = 0; i < vi->ndev; i++)
-		if (vi->devs[i].usable && vi->devs[i].verbs == verbs)
+		if (vi->devs[i].usable && !vi->devs[i].fatal && vi->devs[i].verbs == verbs)
 			return &vi->devs[i];
 	/* Not the same context object (should not happen): match the device itself. */
 	for (int i = 0; i < vi->ndev; i++)
-		if (vi->devs[i].usable && verbs &&
+		if (vi->devs[i].usable && !vi->devs[i].fatal && verbs &&
 		    vi->devs[i].verbs->device == verbs->device)
 			return &vi->devs[i];
 	return NULL;
@@ -141,6 +141,13 @@ static int dev_open(struct ferryi_verbs_inst *vi, struct ferryi_verbs_dev *dev,
 		dev->pd = NULL;
 		return rc;
 	}
+	rc = ferryi_verbs_dev_async_open(dev);
+	if (rc < 0) {
+		ferryi_verbs_dev_cq_close(dev);
+		ibv_dealloc_pd(dev->pd);
+		dev->pd = NULL;
+		return rc;
+	}
 	dev->usable = true;
 	FERRYI_DBG(ctx, "verbs: %s open: guid %016" PRIx64 ", max_mr_size %" PRIu64
 		   ", max_qp_wr %d, max_sge %d, max_cqe %d", dev->name, dev->guid,
@@ -157,6 +164,7 @@ static void dev_close(struct ferryi_verbs_dev *dev)
 	if (dev->qps.count)
 		FERRYI_WARN(ctx, "verbs: %s: %zu QPs still open at close", dev->name,
 			    dev->qps.count);
+	ferryi_verbs_dev_async_close(dev);
 	ferryi_verbs_dev_cq_close(dev);
 	if (dev->pd) {
 		int rc = ibv_dealloc_pd(dev->pd);

@@ -37,6 +37,7 @@
  * flight (op slots, internal regions), no endpoint is left alive.
  */
 #include "fuzz_common.h"
+#include "regcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,8 +120,10 @@ static uint32_t count_mrs(void)
 	struct ferryi_list_node *it;
 
 	ferryi_ctx_lock(S.ctx);
+	/* Regions the registration cache keeps unused are not leaks; used ones count. */
 	for (it = S.ctx->mrs.head.next; it != &S.ctx->mrs.head; it = it->next)
-		n++;
+		n += ferryi_container_of(it, struct ferry_mr, ctx_link)->cache_ent == NULL;
+	n += (uint32_t)ferryi_regcache_busy(S.ctx);
 	ferryi_ctx_unlock(S.ctx);
 	return n;
 }

@@ -49,6 +49,8 @@ static const char *const all_vars[] = {
 	"FERRY_CQ_SIZE",
 	"FERRY_ZEROCOPY_MIN",    /* no struct field yet: lib/config.h ferryi_config_ext */
 	"FERRY_COMPRESS_ACCEPT",
+	"FERRY_REG_CACHE_BYTES",
+	"FERRY_REG_CACHE_ENTRIES",
 };
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
 
