@@ -550,9 +550,13 @@ static void test_race(void **state)
 	assert_true(atomic_load(&W.exchanges_ok) > 0);
 	assert_true(all_closed());
 
-	/* The pollers really reaped, on both sides, and both providers carried traffic. */
-	assert_true(ss.eps_reaped > 0);
-	assert_true(s0.eps_reaped + s1.eps_reaped > 0);
+	/*
+	 * The pollers really reaped, and both providers carried traffic. Which side of
+	 * an idle connection reaps first is a race of equal timeouts (and of the
+	 * machine's load): each side's reaping is checked deterministically in
+	 * unit.poller (fake clock); here it is enough that reaping ran at all.
+	 */
+	assert_true(ss.eps_reaped + s0.eps_reaped + s1.eps_reaped > 0);
 	struct ferry_stats st;
 	assert_int_equal(ferry_stats_get(W.srv, "tcp", &st), 0);
 	assert_true(st.eps_accepted > 0 && st.ops_completed > 0);
