@@ -105,7 +105,9 @@ struct ferryi_poll_handle {
 	/*
 	 * Set by the provider before ferryi_poll_add when the fd carries no data a
 	 * progress hook would not find anyway (a completion channel or CQ wait fd
-	 * behind a polled CQ, connection management, listeners). While a context has
+	 * behind a polled CQ, RDMA connection management). TCP sockets, listeners
+	 * included, stay hot: a peer speaking raw TCP expects ferry_progress() to
+	 * accept and read at once. While a context has
 	 * only such handles (and the application has not taken the context fd),
 	 * progress passes read epoll at most every FERRYI_COLD_EPOLL_NS (50 us)
 	 * instead of on every pass: the system call would otherwise dominate an RDMA

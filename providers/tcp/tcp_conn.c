@@ -358,7 +358,6 @@ int ferryi_tcp_listen(struct ferryi_listener_part *lp, const struct ferryi_addr 
 	}
 	tl->fd = fd;
 	tl->ph.fd = fd;
-	tl->ph.cold = true; /* accepting waits a few microseconds at most */
 	tl->ph.fn = tcp_lp_poll;
 	tl->ph.events = EPOLLIN;
 	rc = ferryi_poll_add(ctx, &tl->ph);
