@@ -150,7 +150,8 @@ static int idx_reserve(void)
 			return FERRY_ENOMEM;
 		pthread_mutex_lock(&rc_g.lock);
 		if (cap > rc_g.cap) {
-			memcpy(p, rc_g.idx, rc_g.n * sizeof(*p));
+			if (rc_g.n) /* the first index is NULL: memcpy's arguments must not be */
+				memcpy(p, rc_g.idx, rc_g.n * sizeof(*p));
 			drop = rc_g.idx;
 			rc_g.idx = p;
 			rc_g.cap = cap;

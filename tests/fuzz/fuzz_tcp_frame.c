@@ -108,7 +108,8 @@ static void check_hdr(const struct ferryi_tcp_hdr *h, const struct ferryi_tcp_li
 		FZ_CHECK(h->len <= lim->eager_max);
 		ferryi_tcp_msg_from_hdr(h, &m);
 		FZ_CHECK(m.type > 0 && m.type < FERRYI_MSG_MAX_);
-		FZ_CHECK((m.flags & ~(unsigned)FERRYI_MSGF_COMPRESSED) == 0);
+		FZ_CHECK((m.flags & ~(unsigned)(FERRYI_MSGF_COMPRESSED | FERRYI_MSGF_RNDV_OFFSET)) ==
+			 0);
 		FZ_CHECK(ferryi_tcp_msg_flags(&m) == h->flags);
 	} else {
 		uint32_t allowed = 0;
