@@ -4,9 +4,10 @@
  *
  * Progress is one pass under the context lock: fresh epoll events (dispatched to
  * provider poll handles), provider busy-poll hooks, due timers, then pending endpoint
- * teardowns. Threads that sleep do so in epoll_wait without the lock and discard what
- * it returned: only a pass under the lock dispatches, so a handle freed by another
- * thread is never touched.
+ * teardowns. Threads that sleep do so in epoll_wait without the lock and dispatch
+ * what it returned once they hold the lock again, unless a handle left the epoll set
+ * meanwhile (poll_gen): then they discard it, so a handle freed by another thread is
+ * never touched (ferryi_ctx_sleep).
  */
 #include "core_priv.h"
 #include "regcache.h"
@@ -208,9 +209,7 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 	/* With the fd exported, its readability must stay exact: every pass drains it. */
 	if (ctx->hot_handles == 0 && !ferryi_ctx_fd_exported(ctx)) {
 		/* the real clock: a test's frozen clock must not stop epoll reads */
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		uint64_t real = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+		uint64_t real = ferryi_now_ns(NULL);
 		if (real - ctx->last_epoll_ns < FERRYI_COLD_EPOLL_NS)
 			return ferryi_progress_hooks_locked(ctx);
 		ctx->last_epoll_ns = real;
