@@ -557,6 +557,32 @@ int conf_wait_at(const char *file, int line, struct conf_world *w, struct ferry_
 	}
 }
 
+void conf_expect_each_once(const struct ferry_completion *cmp, int n, void *const *ctxs,
+			   int want)
+{
+	bool seen[64] = { false };
+	int i, k;
+
+	assert_true(n <= 64);
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < n && ctxs[k] != cmp[i].user_ctx; k++)
+			;
+		if (k == n)
+			conf_fail("completion with unknown user_ctx %p (status %s)",
+				  cmp[i].user_ctx, conf_err(cmp[i].status));
+		if (seen[k])
+			conf_fail("operation #%d completed twice", k);
+		seen[k] = true;
+		bool ok = want == CONF_ANY_STATUS ? true
+			  : want == CONF_ANY_ERROR ? cmp[i].status < 0
+						   : cmp[i].status == want;
+		if (!ok)
+			conf_fail("operation #%d (type %d) completed with %s, expected %s", k,
+				  cmp[i].type, conf_err(cmp[i].status),
+				  want == CONF_ANY_ERROR ? "an error" : conf_err(want));
+	}
+}
+
 void conf_expect_none_at(const char *file, int line, struct conf_world *w,
 			 struct ferry_cq *cq, int ms)
 {

@@ -152,6 +152,16 @@ int conf_wait_at(const char *file, int line, struct conf_world *w, struct ferry_
 void conf_expect_none_at(const char *file, int line, struct conf_world *w,
 			 struct ferry_cq *cq, int ms);
 
+#define CONF_ANY_ERROR 1  /* conf_expect_each_once: any status < 0 */
+#define CONF_ANY_STATUS 2 /* conf_expect_each_once: any status at all */
+/*
+ * Checks that the n completions are exactly the n user contexts in ctxs, each once
+ * (n <= 64), all with status want (a FERRY_E* code, 0, CONF_ANY_ERROR or
+ * CONF_ANY_STATUS).
+ */
+void conf_expect_each_once(const struct ferry_completion *cmp, int n, void *const *ctxs,
+			   int want);
+
 /* Drives both contexts until pred(arg) is true; false after timeout_ms. */
 bool conf_drive_until(struct conf_world *w, bool (*pred)(void *arg), void *arg,
 		      int timeout_ms);
