@@ -50,6 +50,36 @@ struct va_event {
 	int port;
 };
 
+/* What an async event is about (which member of ibv_async_event's element is valid). */
+enum va_elem { VA_ELEM_NONE, VA_ELEM_QP, VA_ELEM_CQ, VA_ELEM_PORT };
+
+static enum va_elem va_element(enum ibv_event_type t)
+{
+	switch (t) {
+	case IBV_EVENT_QP_FATAL:
+	case IBV_EVENT_QP_REQ_ERR:
+	case IBV_EVENT_QP_ACCESS_ERR:
+	case IBV_EVENT_COMM_EST:
+	case IBV_EVENT_SQ_DRAINED:
+	case IBV_EVENT_PATH_MIG:
+	case IBV_EVENT_PATH_MIG_ERR:
+	case IBV_EVENT_QP_LAST_WQE_REACHED:
+		return VA_ELEM_QP;
+	case IBV_EVENT_CQ_ERR:
+		return VA_ELEM_CQ;
+	case IBV_EVENT_PORT_ACTIVE:
+	case IBV_EVENT_PORT_ERR:
+	case IBV_EVENT_LID_CHANGE:
+	case IBV_EVENT_PKEY_CHANGE:
+	case IBV_EVENT_SM_CHANGE:
+	case IBV_EVENT_CLIENT_REREGISTER:
+	case IBV_EVENT_GID_CHANGE:
+		return VA_ELEM_PORT;
+	default:
+		return VA_ELEM_NONE;
+	}
+}
+
 /* One device's subscription: a mailbox the dispatcher fills (va_lock). */
 struct ferryi_verbs_async {
 	struct ferryi_list_node link;      /* va_sources' subscriber list */
@@ -103,30 +133,17 @@ static void va_fd_fn(struct ferryi_poll_handle *h, uint32_t events)
 		if (ibv_get_async_event(a->src->verbs, &e))
 			break; /* EAGAIN: drained */
 		struct va_event ev = { .type = e.event_type };
-		switch (e.event_type) {
-		case IBV_EVENT_QP_FATAL:
-		case IBV_EVENT_QP_REQ_ERR:
-		case IBV_EVENT_QP_ACCESS_ERR:
-		case IBV_EVENT_COMM_EST:
-		case IBV_EVENT_SQ_DRAINED:
-		case IBV_EVENT_PATH_MIG:
-		case IBV_EVENT_PATH_MIG_ERR:
-		case IBV_EVENT_QP_LAST_WQE_REACHED:
+		switch (va_element(e.event_type)) {
+		case VA_ELEM_QP:
 			ev.qp_num = e.element.qp->qp_num;
 			break;
-		case IBV_EVENT_CQ_ERR:
+		case VA_ELEM_CQ:
 			ev.cq_ctx = e.element.cq->cq_context;
 			break;
-		case IBV_EVENT_PORT_ACTIVE:
-		case IBV_EVENT_PORT_ERR:
-		case IBV_EVENT_LID_CHANGE:
-		case IBV_EVENT_PKEY_CHANGE:
-		case IBV_EVENT_SM_CHANGE:
-		case IBV_EVENT_CLIENT_REREGISTER:
-		case IBV_EVENT_GID_CHANGE:
+		case VA_ELEM_PORT:
 			ev.port = e.element.port_num;
 			break;
-		default:
+		case VA_ELEM_NONE:
 			break;
 		}
 		ibv_ack_async_event(&e);
@@ -226,17 +243,11 @@ static void va_handle(struct ferryi_verbs_dev *dev, const struct va_event *ev)
 	struct ferry_ctx *ctx = dev->vi->pi->ctx;
 	char why[160];
 
-	switch (ev->type) {
-	case IBV_EVENT_QP_FATAL:
-	case IBV_EVENT_QP_REQ_ERR:
-	case IBV_EVENT_QP_ACCESS_ERR:
-	case IBV_EVENT_COMM_EST:
-	case IBV_EVENT_SQ_DRAINED:
-	case IBV_EVENT_PATH_MIG:
-	case IBV_EVENT_PATH_MIG_ERR:
-	case IBV_EVENT_QP_LAST_WQE_REACHED:
+	if (va_element(ev->type) == VA_ELEM_QP) {
 		va_qp_event(dev, ev);
-		break;
+		return;
+	}
+	switch (ev->type) {
 	case IBV_EVENT_CQ_ERR: {
 		bool ours = false;
 		struct ferryi_list_node *n;
