@@ -129,7 +129,10 @@ int ferryi_poll_add(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 		FERRYI_ERR(ctx, "epoll_ctl(ADD, fd %d): %s", h->fd, strerror(errno));
 		return err;
 	}
-	ctx->hot_handles += !h->cold;
+	if (!h->cold) {
+		ctx->hot_handles++;
+		ferryi_list_push_back(&ctx->hot, &h->hot_link);
+	}
 	return 0;
 }
 
@@ -149,8 +152,10 @@ int ferryi_poll_mod(struct ferry_ctx *ctx, struct ferryi_poll_handle *h, uint32_
 
 void ferryi_poll_del(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 {
-	if (h->fd >= 0 && epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, h->fd, NULL) == 0)
-		ctx->hot_handles -= !h->cold;
+	if (h->fd >= 0 && epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, h->fd, NULL) == 0 && !h->cold) {
+		ctx->hot_handles--;
+		ferryi_list_remove(&h->hot_link);
+	}
 	ctx->poll_gen++; /* events a sleeper holds may name h: see ferryi_ctx_sleep */
 }
 
@@ -191,6 +196,9 @@ void ferryi_ctx_want_progress(struct ferry_ctx *ctx)
 /* See struct ferryi_poll_handle's cold: connection events wait at most this long. */
 #define FERRYI_COLD_EPOLL_NS 50000ull
 
+/* See struct ferryi_poll_handle's direct. */
+#define FERRYI_DIRECT_MAX 4u
+
 static void ctx_dispatch(const struct epoll_event *evs, int n)
 {
 	for (int i = 0; i < n; i++) {
@@ -199,19 +207,47 @@ static void ctx_dispatch(const struct epoll_event *evs, int n)
 	}
 }
 
+/*
+ * Reads the hot handles by calling them, if they are few and all direct. Returns false
+ * (having called none) when epoll must be read. A call may remove handles (a failed
+ * endpoint leaves epoll); the rest then wait for the next pass.
+ */
+static bool ctx_read_direct(struct ferry_ctx *ctx)
+{
+	struct ferryi_poll_handle *hs[FERRYI_DIRECT_MAX];
+	struct ferryi_list_node *n;
+	uint32_t count = 0;
+
+	if (ctx->hot_handles > FERRYI_DIRECT_MAX)
+		return false;
+	for (n = ctx->hot.head.next; n != &ctx->hot.head; n = n->next) {
+		struct ferryi_poll_handle *h = ferryi_container_of(n, struct ferryi_poll_handle,
+								   hot_link);
+		if (!h->direct || (h->events & EPOLLOUT))
+			return false;
+		hs[count++] = h;
+	}
+	uint64_t gen = ctx->poll_gen;
+	for (uint32_t i = 0; i < count && ctx->poll_gen == gen; i++)
+		hs[i]->fn(hs[i], EPOLLIN);
+	return true;
+}
+
 int ferryi_progress_locked(struct ferry_ctx *ctx)
 {
 	struct epoll_event evs[64];
 	int n, events = 0;
 
 	ferryi_ctx_assert_locked(ctx);
-	ctx->last_progress_ns = ferryi_now_ns(ctx);
+	/* One clock read per pass: a busy loop would otherwise pay for three. */
+	uint64_t now = ferryi_now_ns(ctx);
+	ctx->last_progress_ns = now;
 	/* With the fd exported, its readability must stay exact: every pass drains it. */
-	if (ctx->hot_handles == 0 && !ferryi_ctx_fd_exported(ctx)) {
+	if (!ferryi_ctx_fd_exported(ctx) && (ctx->hot_handles == 0 || ctx_read_direct(ctx))) {
 		/* the real clock: a test's frozen clock must not stop epoll reads */
-		uint64_t real = ferryi_now_ns(NULL);
+		uint64_t real = ctx->clock_fn ? ferryi_now_ns(NULL) : now;
 		if (real - ctx->last_epoll_ns < FERRYI_COLD_EPOLL_NS)
-			return ferryi_progress_hooks_locked(ctx);
+			return ferryi_progress_hooks_locked(ctx, now);
 		ctx->last_epoll_ns = real;
 	}
 	/*
@@ -228,16 +264,16 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 			break;
 		ferryi_process_closes(ctx);
 	}
-	return events + ferryi_progress_hooks_locked(ctx);
+	return events + ferryi_progress_hooks_locked(ctx, now);
 }
 
-int ferryi_progress_hooks_locked(struct ferry_ctx *ctx)
+int ferryi_progress_hooks_locked(struct ferry_ctx *ctx, uint64_t now)
 {
 	int events = 0;
 	for (int i = 0; i < ctx->nprovs; i++)
 		if (ctx->provs[i]->prov->progress)
 			events += ctx->provs[i]->prov->progress(ctx->provs[i]);
-	ferryi_timers_run(ctx);
+	ferryi_timers_run(ctx, now);
 	ferryi_process_closes(ctx);
 	ferryi_regcache_progress(ctx);
 	/* Keep the exported fd readable while completions wait to be polled. */
@@ -483,6 +519,7 @@ int ferry_ctx_create(const struct ferry_config *cfg, struct ferry_ctx **out)
 		ctx->cfg.providers = ctx->providers_filter;
 	}
 	pthread_mutex_init(&ctx->lock, NULL);
+	ferryi_list_init(&ctx->hot);
 	ferryi_list_init(&ctx->cqs);
 	ferryi_list_init(&ctx->listeners);
 	ferryi_list_init(&ctx->eps);

@@ -105,15 +105,26 @@ struct ferryi_poll_handle {
 	/*
 	 * Set by the provider before ferryi_poll_add when the fd carries no data a
 	 * progress hook would not find anyway (a completion channel or CQ wait fd
-	 * behind a polled CQ, RDMA connection management). TCP sockets, listeners
-	 * included, stay hot: a peer speaking raw TCP expects ferry_progress() to
-	 * accept and read at once. While a context has
+	 * behind a polled CQ, RDMA connection management), or nothing whose latency
+	 * matters (a listening socket). TCP endpoint sockets stay hot. While a context has
 	 * only such handles (and the application has not taken the context fd),
 	 * progress passes read epoll at most every FERRYI_COLD_EPOLL_NS (50 us)
 	 * instead of on every pass: the system call would otherwise dominate an RDMA
 	 * ping-pong. Sleeping threads read epoll as always.
 	 */
 	bool cold;
+	/*
+	 * Set and cleared by the provider, any time under the lock: while set, fn(h,
+	 * EPOLLIN) may be called on a busy pass whether or not the fd is ready, and must
+	 * then read it without blocking (a TCP socket: one recvmsg that finds nothing
+	 * costs what the epoll_wait it replaces costs). While a context has at most
+	 * FERRYI_DIRECT_MAX hot handles, all direct and none waiting for EPOLLOUT, busy
+	 * passes call them instead of reading epoll (which they then read as if every
+	 * handle were cold): a ping-pong saves a system call per message. Clear it while
+	 * the fd reports something a read cannot see (a zero-copy error queue).
+	 */
+	bool direct;
+	struct ferryi_list_node hot_link; /* ctx->hot: in epoll and not cold        */
 };
 
 int ferryi_poll_add(struct ferry_ctx *ctx, struct ferryi_poll_handle *h);

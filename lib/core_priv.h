@@ -68,6 +68,7 @@ struct ferry_ctx {
 	atomic_bool fd_exported;           /* user asked for ferry_ctx_fd()     */
 	uint64_t poll_gen;                 /* bumped by every ferryi_poll_del   */
 	uint32_t hot_handles;              /* poll handles in epoll, not cold   */
+	struct ferryi_list hot;            /* those handles, by hot_link        */
 	uint64_t last_epoll_ns;            /* the last epoll read of a progress pass */
 
 	struct ferry_cq *default_cq;
@@ -131,9 +132,10 @@ int ferryi_progress_locked(struct ferry_ctx *ctx);
 /*
  * The part of a progress pass that is not reading fds: provider progress hooks,
  * timers, teardowns. For waiters whose next step is an epoll_wait with a timeout
- * (ferryi_ctx_sleep), which handles the ready fds itself.
+ * (ferryi_ctx_sleep), which handles the ready fds itself. now: ferryi_now_ns(ctx) at the
+ * start of the pass; timers due by then run.
  */
-int ferryi_progress_hooks_locked(struct ferry_ctx *ctx);
+int ferryi_progress_hooks_locked(struct ferry_ctx *ctx, uint64_t now);
 /* Sleeps in epoll until an fd is ready, a wake-up or timeout; lock held on entry and exit. */
 void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq);
 int ferryi_ms_until(struct ferry_ctx *ctx, uint64_t deadline_ns);
@@ -143,7 +145,7 @@ void ferryi_defer_event(struct ferry_ctx *ctx, struct ferry_ep *ep, enum ferry_e
 uint64_t ferryi_ctx_random(struct ferry_ctx *ctx);
 
 /* timer.c */
-void ferryi_timers_run(struct ferry_ctx *ctx);
+void ferryi_timers_run(struct ferry_ctx *ctx, uint64_t now); /* those due at now */
 uint64_t ferryi_timers_next(struct ferry_ctx *ctx); /* UINT64_MAX if none */
 void ferryi_timers_fini(struct ferry_ctx *ctx);
 

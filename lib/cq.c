@@ -192,7 +192,7 @@ int ferry_cq_wait(struct ferry_cq *cq, struct ferry_completion *out, int max, in
 		 * The fds are read by the sleep's own epoll_wait, which returns at once when
 		 * one is ready: a blocking ping-pong costs one epoll_wait per message.
 		 */
-		ferryi_progress_hooks_locked(ctx);
+		ferryi_progress_hooks_locked(ctx, ferryi_now_ns(ctx));
 		n = cq_pop_locked(cq, out, max);
 		if (n)
 			break;

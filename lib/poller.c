@@ -282,7 +282,7 @@ uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 	if (now - ctx->last_progress_ns >= ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS))
 		ferryi_progress_locked(ctx);
 	else
-		ferryi_timers_run(ctx);
+		ferryi_timers_run(ctx, now);
 	reap_tick(ctx, now, &next);
 	probe_tick(ctx, now, &next);
 	ferryi_process_closes(ctx);

@@ -108,11 +108,8 @@ void ferryi_timer_arm(struct ferry_ctx *ctx, struct ferryi_timer *t, uint64_t du
 		ferryi_ctx_wake(ctx);
 }
 
-void ferryi_timers_run(struct ferry_ctx *ctx)
+void ferryi_timers_run(struct ferry_ctx *ctx, uint64_t now)
 {
-	if (ctx->heap_len == 0)
-		return;
-	uint64_t now = ferryi_now_ns(ctx);
 	struct ferryi_list_node *n;
 	/*
 	 * Every timer due now runs in this pass, and only those: they move to a ready list

@@ -360,6 +360,9 @@ int ferryi_tcp_listen(struct ferryi_listener_part *lp, const struct ferryi_addr 
 	tl->ph.fd = fd;
 	tl->ph.fn = tcp_lp_poll;
 	tl->ph.events = EPOLLIN;
+	/* Accepting is no latency path: a busy pass sees it within 50 us, and a hot
+	 * listener would keep its endpoints from being read directly. */
+	tl->ph.cold = true;
 	rc = ferryi_poll_add(ctx, &tl->ph);
 	if (rc < 0) {
 		close(fd);

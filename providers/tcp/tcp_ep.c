@@ -38,6 +38,7 @@ void ferryi_tcp_ep_init(struct ferry_ep *ep, int fd)
 	te->fd = fd;
 	te->ph.fd = fd;
 	te->ph.fn = ferryi_tcp_poll_fn;
+	te->ph.direct = true; /* tcp_rx_run reads nonblocking; see ferryi_tcp_zc_sent */
 	ferryi_timer_init(&te->hs_timer, tcp_hs_timeout);
 	ferryi_list_init(&te->txq_ops);
 	ferryi_list_init(&te->txq_ctl);
@@ -492,8 +493,31 @@ static int tcp_tx_once(struct ferry_ep *ep, uint64_t *wrote)
 		flags |= MSG_ZEROCOPY;
 	if (b.cork)
 		flags |= MSG_MORE;
+	/*
+	 * A small batch goes out gathered into one buffer, with send(): the kernel takes
+	 * a single buffer for less than a msghdr and its iovec array, and copies either
+	 * way. A ping-pong message is one header and a few payload bytes.
+	 */
+	uint8_t small[FERRYI_TCP_SMALL_SEND];
+
+	if (b.niov > 1 && b.bytes <= sizeof(small) && !b.zc) {
+		size_t off = 0;
+
+		for (int i = 0; i < b.niov; i++) {
+			memcpy(small + off, b.iov[i].iov_base, b.iov[i].iov_len);
+			off += b.iov[i].iov_len;
+		}
+		b.iov[0].iov_base = small;
+		b.iov[0].iov_len = off;
+		mh.msg_iovlen = 1;
+	}
 	for (;;) {
-		n = b.niov > 0 ? sendmsg(te->fd, &mh, flags) : 0;
+		if (b.niov == 0)
+			n = 0;
+		else if (mh.msg_iovlen == 1)
+			n = send(te->fd, mh.msg_iov[0].iov_base, mh.msg_iov[0].iov_len, flags);
+		else
+			n = sendmsg(te->fd, &mh, flags);
 		if (n >= 0)
 			break;
 		if (errno == EINTR)
@@ -944,8 +968,11 @@ static ssize_t tcp_rx_read(struct ferry_ep *ep, uint64_t *asked)
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = iov;
 	mh.msg_iovlen = (size_t)niov;
+	/* recv() when one buffer will do: busy passes call this on an empty socket, and
+	 * the kernel takes a single buffer for less than a msghdr and its iovec array. */
 	do {
-		n = recvmsg(te->fd, &mh, MSG_DONTWAIT);
+		n = niov == 1 ? recv(te->fd, iov[0].iov_base, iov[0].iov_len, MSG_DONTWAIT)
+			      : recvmsg(te->fd, &mh, MSG_DONTWAIT);
 	} while (n < 0 && errno == EINTR);
 	if (n == 0) {
 		tcp_rx_eof(ep);

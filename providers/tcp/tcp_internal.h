@@ -53,6 +53,8 @@
 #define FERRYI_TCP_TX_BUDGET (4ull << 20)
 /* Frames coalesced into one sendmsg (two iovecs each, well below IOV_MAX). */
 #define FERRYI_TCP_TX_BATCH 128
+/* Batches up to this many bytes are gathered and sent with send(), see tcp_tx_once. */
+#define FERRYI_TCP_SMALL_SEND 512u
 /* Provider-made frames queued per endpoint before the peer counts as abusive. */
 #define FERRYI_TCP_CTL_MAX 65536u
 /* Largest eager payload the provider carries (the config may only lower it). */

@@ -73,6 +73,8 @@ uint64_t ferryi_tcp_zc_sent(struct ferry_ep *ep)
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
 
 	ferryi_tcp_inst(ep)->zc_sends++;
+	/* Notifications arrive on the error queue, which only epoll reports. */
+	te->ph.direct = false;
 	return FERRYI_TCP_ZC_PENDING | te->zc_next++;
 }
 
@@ -99,6 +101,7 @@ static void zc_mark(struct ferry_ep *ep, uint32_t lo, uint32_t hi)
 		te->zc_bits[b / 64] &= ~(1ull << (b % 64));
 		te->zc_done++;
 	}
+	te->ph.direct = te->zc_done == te->zc_next;
 }
 
 /* Completes what no longer waits for a notification. */

@@ -67,7 +67,7 @@ static void cancel(struct tt *x)
 static void run_timers(void)
 {
 	ferryi_ctx_lock(ctx);
-	ferryi_timers_run(ctx);
+	ferryi_timers_run(ctx, ferryi_now_ns(ctx));
 	ferryi_ctx_unlock(ctx);
 }
 
