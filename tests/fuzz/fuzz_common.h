@@ -66,6 +66,8 @@ void fz_substitute(uint8_t *buf, size_t len, const struct fz_subst *s, int n);
 uint64_t fz_last_op_id(struct ferry_ep *ep);
 
 /* Numbers of live endpoints and op slots in use (ctx lock taken here). */
+/* ferry_progress, reading epoll on every pass (see fuzz_common.c). */
+int fz_progress(struct ferry_ctx *ctx);
 uint32_t fz_ep_count(struct ferry_ctx *ctx);
 uint32_t fz_ops_in_use(struct ferry_ctx *ctx);
 

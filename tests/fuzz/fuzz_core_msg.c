@@ -301,7 +301,7 @@ static void run(const uint8_t *data, size_t size)
 			int n = (int)(rd(&r, 1) % 8) + 1;
 
 			for (int i = 0; i < n; i++)
-				ferry_progress(S.ctx);
+				fz_progress(S.ctx);
 			break;
 		}
 		case 0x86:
@@ -315,7 +315,7 @@ static void run(const uint8_t *data, size_t size)
 			break;
 		case 0x88:
 			S.now_ns += rd(&r, 2) * 1000000ull;
-			ferry_progress(S.ctx);
+			fz_progress(S.ctx);
 			break;
 		case 0x89:
 			S.timeout_ms = (uint32_t)rd(&r, 2);
@@ -344,12 +344,12 @@ static void run(const uint8_t *data, size_t size)
 
 	if (S.skip_goodbye_reenter)
 		for (int i = 0; i < 4; i++)
-			ferry_progress(S.ctx); /* a reads a reset first: no GOODBYE to fail */
+			fz_progress(S.ctx); /* a reads a reset first: no GOODBYE to fail */
 	ferry_ep_close(a);
 	if (b)
 		ferry_ep_close(b);
 	for (int i = 0; i < SETTLE_ROUNDS && fz_ep_count(S.ctx) != 0; i++) {
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 		poll_cq();
 	}
 	poll_cq();

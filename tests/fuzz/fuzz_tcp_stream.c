@@ -30,7 +30,7 @@
  *   rest    bytes written to the socket; FZKEYRW1 / FZKEYRO1 become the keys of a
  *           read-write and a read-only region registered in the context
  *
- * After the bytes, the harness drives ferry_progress until the connection is closed
+ * After the bytes, the harness drives progress (fz_progress) until the connection is closed
  * or quiet (bounded, no sleeping), closes both ends, and checks: the endpoint is
  * freed (no leak, no hang), no op slot is left in use, every op the harness posted
  * completed exactly once, and (white box) the endpoint's receive state stayed sane.
@@ -221,7 +221,7 @@ static struct ferry_ep *handshake(int fd, uint64_t eager, uint64_t credit, uint3
 	for (int i = 0; i < 200 && kept < FERRYI_TCP_HDR_LEN + FERRYI_TCP_HELLO_LEN; i++) {
 		FZ_CHECK(fz_raw_drain(fd, ack, sizeof(ack), &kept) >= 0);
 		if (kept < FERRYI_TCP_HDR_LEN + FERRYI_TCP_HELLO_LEN)
-			ferry_progress(S.ctx);
+			fz_progress(S.ctx);
 	}
 	FZ_CHECK(kept == FERRYI_TCP_HDR_LEN + FERRYI_TCP_HELLO_LEN);
 
@@ -282,7 +282,7 @@ static void client_handshake(struct ferry_ep *ep, int fd, uint64_t eager, uint64
 	const size_t want = FERRYI_TCP_HDR_LEN + FERRYI_TCP_HELLO_LEN;
 
 	for (int i = 0; i < 200 && kept < want; i++) {
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 		FZ_CHECK(fz_raw_drain(fd, hello, sizeof(hello), &kept) >= 0);
 	}
 	FZ_CHECK(kept == want);
@@ -298,7 +298,7 @@ static void client_handshake(struct ferry_ep *ep, int fd, uint64_t eager, uint64
 	ack[3] = FERRYI_TCP_HELLO_ACK;
 	FZ_CHECK(fz_raw_write(S.ctx, fd, ack, n, 8) == n);
 	for (int i = 0; i < 200 && ep_state(ep) == FERRYI_EP_CONNECTING; i++)
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 	FZ_CHECK(ep_state(ep) == FERRYI_EP_CONNECTED);
 }
 
@@ -324,7 +324,7 @@ static void settle(struct ferry_ep *ep)
 	if (ep)
 		ferry_ep_release(ep);
 	for (int i = 0; i < SETTLE_ROUNDS; i++) {
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 		poll_cq();
 		drain_acceptq(NULL);
 		if (fz_ep_count(S.ctx) == 0)
@@ -353,7 +353,7 @@ static void check_serves(void)
 
 	FZ_CHECK(fz_raw_write(S.ctx, fd, probe, n, 8) == n);
 	for (int i = 0; i < 200 && kept < sizeof(ans); i++) {
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 		FZ_CHECK(fz_raw_drain(fd, ans, sizeof(ans), &kept) >= 0);
 	}
 	if (kept < sizeof(ans))
@@ -452,7 +452,7 @@ static void run(const uint8_t *data, size_t size)
 		if ((mode & MODE_RECVS) && !late)
 			post_recvs(ep);
 		post_ops(ep, mode, subst, feat != 0);
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 		(void)fz_raw_drain(fd, NULL, 0, NULL);
 	}
 	fz_substitute(body, blen, subst, (int)FERRYI_ARRAY_LEN(subst));
@@ -468,7 +468,7 @@ static void run(const uint8_t *data, size_t size)
 
 		if (fz_raw_write(S.ctx, fd, body + off, n, 16) < n)
 			hung_up = true;
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 		tcp_invariants(ep);
 		if (fz_raw_drain(fd, NULL, 0, NULL) < 0)
 			hung_up = true;
@@ -476,12 +476,12 @@ static void run(const uint8_t *data, size_t size)
 
 	if (ep && (mode & MODE_RECVS) && late) {
 		post_recvs(ep);
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 	}
 
 	/* Until ferry hangs up, or nothing happens for a few passes. */
 	for (int i = 0, quiet = 0; i < DRIVE_ROUNDS && !hung_up && quiet < QUIET_ROUNDS; i++) {
-		int ev = ferry_progress(S.ctx);
+		int ev = fz_progress(S.ctx);
 		long got = fz_raw_drain(fd, NULL, 0, NULL);
 
 		tcp_invariants(ep);
@@ -493,7 +493,7 @@ static void run(const uint8_t *data, size_t size)
 	if (cep) {
 		/* Close ferry's side first: its GOODBYE then meets an open socket. */
 		client_close(cep);
-		ferry_progress(S.ctx);
+		fz_progress(S.ctx);
 		close(fd);
 		settle(NULL);
 	} else {
