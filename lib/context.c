@@ -121,6 +121,8 @@ int ferryi_ms_until(struct ferry_ctx *ctx, uint64_t deadline_ns)
 
 /* ------------------------------------------------------------------ poll handles */
 
+static void ctx_unpark(struct ferry_ctx *ctx);
+
 int ferryi_poll_add(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 {
 	struct epoll_event ev = { .events = h->events, .data.ptr = h };
@@ -140,6 +142,12 @@ int ferryi_poll_mod(struct ferry_ctx *ctx, struct ferryi_poll_handle *h, uint32_
 {
 	if (h->events == events)
 		return 0;
+	if (h->parked) {
+		h->events = events;
+		if (events & EPOLLOUT)
+			ctx_unpark(ctx); /* only epoll tells writability */
+		return 0;
+	}
 	struct epoll_event ev = { .events = events, .data.ptr = h };
 	if (epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, h->fd, &ev) < 0) {
 		int err = -errno;
@@ -152,7 +160,13 @@ int ferryi_poll_mod(struct ferry_ctx *ctx, struct ferryi_poll_handle *h, uint32_
 
 void ferryi_poll_del(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 {
-	if (h->fd >= 0 && epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, h->fd, NULL) == 0 && !h->cold) {
+	if (h->parked) {
+		h->parked = false;
+		ctx->parked--;
+		ctx->hot_handles--;
+		ferryi_list_remove(&h->hot_link);
+	} else if (h->fd >= 0 && epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, h->fd, NULL) == 0 &&
+		   !h->cold) {
 		ctx->hot_handles--;
 		ferryi_list_remove(&h->hot_link);
 	}
@@ -198,6 +212,13 @@ void ferryi_ctx_want_progress(struct ferry_ctx *ctx)
 
 /* See struct ferryi_poll_handle's direct. */
 #define FERRYI_DIRECT_MAX 4u
+/*
+ * Direct passes in a row, nobody asleep, after which the direct handles leave epoll
+ * (parked): while a socket is in an epoll set, every segment that arrives also runs
+ * the epoll callback, which a busy ping-pong pays for on each message. Whoever is about
+ * to sleep, export the fd or wait for writability puts them back (ctx_unpark).
+ */
+#define FERRYI_PARK_PASSES 64u
 
 static void ctx_dispatch(const struct epoll_event *evs, int n)
 {
@@ -207,10 +228,64 @@ static void ctx_dispatch(const struct epoll_event *evs, int n)
 	}
 }
 
+/* Puts parked handles back into epoll; see FERRYI_PARK_PASSES. */
+static void ctx_unpark(struct ferry_ctx *ctx)
+{
+	struct ferryi_list_node *n;
+
+	ctx->direct_passes = 0;
+	if (!ctx->parked)
+		return;
+	for (n = ctx->hot.head.next; n != &ctx->hot.head; n = n->next) {
+		struct ferryi_poll_handle *h = ferryi_container_of(n, struct ferryi_poll_handle,
+								   hot_link);
+		struct epoll_event ev = { .events = h->events, .data.ptr = h };
+
+		if (!h->parked)
+			continue;
+		/* Failing, it stays parked: sleepers then read it directly (ferryi_ctx_sleep). */
+		if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, h->fd, &ev) < 0) {
+			FERRYI_ERR(ctx, "epoll_ctl(ADD, fd %d) for a parked fd: %s", h->fd,
+				   strerror(errno));
+			continue;
+		}
+		h->parked = false;
+		ctx->parked--;
+	}
+}
+
+static void ctx_park(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
+{
+	if (epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, h->fd, NULL) == 0) {
+		h->parked = true;
+		ctx->parked++;
+	}
+}
+
+/* Calls the parked handles as a direct pass would; false if there are none. */
+static bool ctx_call_parked(struct ferry_ctx *ctx)
+{
+	struct ferryi_poll_handle *hs[FERRYI_DIRECT_MAX];
+	struct ferryi_list_node *n;
+	uint32_t count = 0;
+
+	for (n = ctx->hot.head.next; n != &ctx->hot.head && count < FERRYI_DIRECT_MAX;
+	     n = n->next) {
+		struct ferryi_poll_handle *h = ferryi_container_of(n, struct ferryi_poll_handle,
+								   hot_link);
+		if (h->parked)
+			hs[count++] = h;
+	}
+	uint64_t gen = ctx->poll_gen;
+	for (uint32_t i = 0; i < count && ctx->poll_gen == gen; i++)
+		hs[i]->fn(hs[i], EPOLLIN);
+	return count > 0;
+}
+
 /*
  * Reads the hot handles by calling them, if they are few and all direct. Returns false
- * (having called none) when epoll must be read. A call may remove handles (a failed
- * endpoint leaves epoll); the rest then wait for the next pass.
+ * (having called none, every handle back in epoll) when epoll must be read. A call may
+ * remove handles (a failed endpoint leaves epoll); the rest then wait for the next pass.
  */
 static bool ctx_read_direct(struct ferry_ctx *ctx)
 {
@@ -218,14 +293,25 @@ static bool ctx_read_direct(struct ferry_ctx *ctx)
 	struct ferryi_list_node *n;
 	uint32_t count = 0;
 
-	if (ctx->hot_handles > FERRYI_DIRECT_MAX)
+	if (ctx->hot_handles > FERRYI_DIRECT_MAX) {
+		ctx_unpark(ctx);
 		return false;
+	}
 	for (n = ctx->hot.head.next; n != &ctx->hot.head; n = n->next) {
 		struct ferryi_poll_handle *h = ferryi_container_of(n, struct ferryi_poll_handle,
 								   hot_link);
-		if (!h->direct || (h->events & EPOLLOUT))
+		if (!h->direct || (h->events & EPOLLOUT)) {
+			ctx_unpark(ctx);
 			return false;
+		}
 		hs[count++] = h;
+	}
+	if (ctx->direct_passes < FERRYI_PARK_PASSES) {
+		ctx->direct_passes++;
+	} else if (ctx->parked < count && !atomic_load(&ctx->sleepers)) {
+		for (uint32_t i = 0; i < count; i++)
+			if (!hs[i]->parked)
+				ctx_park(ctx, hs[i]);
 	}
 	uint64_t gen = ctx->poll_gen;
 	for (uint32_t i = 0; i < count && ctx->poll_gen == gen; i++)
@@ -308,6 +394,9 @@ void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq
 	}
 	if (timeout_ms == 0)
 		return;
+	ctx_unpark(ctx);
+	if (ctx_call_parked(ctx))
+		return; /* one could not rejoin epoll: read it, the caller loops */
 	for (int i = 0; i < ctx->nprovs; i++)
 		if (ctx->provs[i]->prov->prepare_sleep &&
 		    ctx->provs[i]->prov->prepare_sleep(ctx->provs[i]) > 0)
@@ -358,6 +447,7 @@ int ferry_ctx_fd(struct ferry_ctx *ctx)
 	if (!atomic_exchange(&ctx->fd_exported, true)) {
 		/* Level-triggered from the start: completions already waiting count too. */
 		ferryi_ctx_lock(ctx);
+		ctx_unpark(ctx); /* the application's poll must see every fd from now on */
 		if (ferryi_cqs_nonempty(ctx))
 			ferryi_ctx_wake(ctx);
 		ferryi_ctx_unlock(ctx);

@@ -124,7 +124,8 @@ struct ferryi_poll_handle {
 	 * the fd reports something a read cannot see (a zero-copy error queue).
 	 */
 	bool direct;
-	struct ferryi_list_node hot_link; /* ctx->hot: in epoll and not cold        */
+	bool parked;                      /* out of epoll: see FERRYI_PARK_PASSES   */
+	struct ferryi_list_node hot_link; /* ctx->hot: registered and not cold      */
 };
 
 int ferryi_poll_add(struct ferry_ctx *ctx, struct ferryi_poll_handle *h);

@@ -69,6 +69,8 @@ struct ferry_ctx {
 	uint64_t poll_gen;                 /* bumped by every ferryi_poll_del   */
 	uint32_t hot_handles;              /* poll handles in epoll, not cold   */
 	struct ferryi_list hot;            /* those handles, by hot_link        */
+	uint32_t parked;                   /* hot handles out of epoll for now  */
+	uint32_t direct_passes;            /* direct passes since the last unpark */
 	uint64_t last_epoll_ns;            /* the last epoll read of a progress pass */
 
 	struct ferry_cq *default_cq;

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "core.h"
+#include "core_priv.h"
 #include "tcp_proto.h"
 
 #include <arpa/inet.h>
@@ -1184,6 +1185,81 @@ static void draining(void **state)
 	ferry_ctx_destroy(cli);
 }
 
+struct late_frame {
+	int fd;
+	uint64_t tag;
+};
+
+/* Sends a 4-byte message a little later, while the test's thread waits. */
+static void *late_frame_thread(void *p)
+{
+	struct late_frame *lf = p;
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_MSG, .len = 4, .tag = lf->tag};
+	struct ferryi_msg m = {.type = FERRYI_MSG_EAGER};
+
+	usleep(100 * 1000);
+	h.flags = ferryi_tcp_msg_flags(&m);
+	send_frame(lf->fd, &h, NULL, "late", 4);
+	return NULL;
+}
+
+/* Busy passes until the context took its sockets out of epoll (FERRYI_PARK_PASSES). */
+static void busy_until_parked(struct wire *w)
+{
+	struct ferry_completion c;
+
+	for (int i = 0; i < 100000 && !w->ctx->parked; i++)
+		assert_int_equal(ferry_cq_poll(ferry_ctx_cq(w->ctx), &c, 1), 0);
+	assert_true(w->ctx->parked > 0);
+}
+
+/*
+ * A busy-polling context reads its few sockets directly and, after a while, takes them
+ * out of epoll. A thread that then sleeps, and an application that then waits on the
+ * context fd, must still be woken by the next message: both put the sockets back. A
+ * wait that never returns is the failure (the test's timeout).
+ */
+static void parked_fds(void **state)
+{
+	struct wire *w = *state;
+	int fd = raw_connect(w, w->port);
+	struct ferry_ep *ep = raw_hello(w, fd);
+	struct late_frame lf = {.fd = fd};
+	struct ferry_completion c;
+	char buf[16];
+	pthread_t t;
+
+	/* ferry_cq_wait without a deadline: its sleep must see the socket */
+	lf.tag = 1;
+	assert_int_equal(ferry_recv(ep, buf, sizeof(buf), lf.tag, ~0ull, NULL, NULL), 0);
+	busy_until_parked(w);
+	assert_int_equal(pthread_create(&t, NULL, late_frame_thread, &lf), 0);
+	assert_int_equal(ferry_cq_wait(ferry_ctx_cq(w->ctx), &c, 1, -1), 1);
+	pthread_join(t, NULL);
+	assert_int_equal(c.status, 0);
+	assert_int_equal(c.tag, lf.tag);
+	assert_memory_equal(buf, "late", 4);
+	assert_int_equal(w->ctx->parked, 0);
+
+	/* the context fd, taken while parked: readable when the message arrives */
+	lf.tag = 2;
+	assert_int_equal(ferry_recv(ep, buf, sizeof(buf), lf.tag, ~0ull, NULL, NULL), 0);
+	busy_until_parked(w);
+	struct pollfd pfd = {.fd = ferry_ctx_fd(w->ctx), .events = POLLIN};
+	assert_int_equal(pthread_create(&t, NULL, late_frame_thread, &lf), 0);
+	assert_int_equal(poll(&pfd, 1, WAIT_MS), 1);
+	pthread_join(t, NULL);
+	assert_int_equal(wait_completion(w, &c), 0);
+	assert_int_equal(c.tag, lf.tag);
+
+	/* with the fd exported, busy passes leave the sockets in epoll */
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(ferry_cq_poll(ferry_ctx_cq(w->ctx), &c, 1), 0);
+	assert_int_equal(w->ctx->parked, 0);
+	ferry_ep_close(ep);
+	close(fd);
+}
+
 static uint64_t rng_state;
 
 static uint64_t rng(void)
@@ -1298,6 +1374,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(two_listeners, setup, teardown),
 		cmocka_unit_test(client_side),
 		cmocka_unit_test_setup_teardown(draining, setup, teardown),
+		cmocka_unit_test_setup_teardown(parked_fds, setup, teardown),
 		cmocka_unit_test_setup_teardown(random_frames, setup, teardown),
 	};
 
