@@ -199,9 +199,14 @@ bool ferryi_ctx_fd_exported(const struct ferry_ctx *ctx)
 	return atomic_load_explicit(&ctx->fd_exported, memory_order_relaxed);
 }
 
+bool ferryi_ctx_may_sleep(const struct ferry_ctx *ctx)
+{
+	return atomic_load(&ctx->sleepers) > 0 || atomic_load(&ctx->fd_exported);
+}
+
 void ferryi_ctx_want_progress(struct ferry_ctx *ctx)
 {
-	if (atomic_load(&ctx->sleepers) > 0 || atomic_load(&ctx->fd_exported))
+	if (ferryi_ctx_may_sleep(ctx))
 		ferryi_ctx_wake(ctx);
 }
 
@@ -445,9 +450,16 @@ int ferry_ctx_fd(struct ferry_ctx *ctx)
 	if (!ctx)
 		return FERRY_EINVAL;
 	if (!atomic_exchange(&ctx->fd_exported, true)) {
-		/* Level-triggered from the start: completions already waiting count too. */
+		/*
+		 * The application may sleep on the fd before any further call: arm the
+		 * providers' notifications now, as before a sleep of our own. Level-triggered
+		 * from the start: completions already waiting count too.
+		 */
 		ferryi_ctx_lock(ctx);
 		ctx_unpark(ctx); /* the application's poll must see every fd from now on */
+		for (int i = 0; i < ctx->nprovs; i++)
+			if (ctx->provs[i]->prov->prepare_sleep)
+				(void)ctx->provs[i]->prov->prepare_sleep(ctx->provs[i]);
 		if (ferryi_cqs_nonempty(ctx))
 			ferryi_ctx_wake(ctx);
 		ferryi_ctx_unlock(ctx);

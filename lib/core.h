@@ -496,6 +496,13 @@ void ferryi_ctx_wake(struct ferry_ctx *ctx);
 void ferryi_ctx_want_progress(struct ferry_ctx *ctx);
 /* Whether the application asked for ferry_ctx_fd() (it may sleep on it any time). */
 bool ferryi_ctx_fd_exported(const struct ferry_ctx *ctx);
+/*
+ * Whether a thread may be asleep on the context's fds: one is inside a sleep (from
+ * the providers' prepare_sleep until it holds the lock again), or the fd is exported.
+ * Exact under the context lock; a provider that tells peers to spare it wake-ups
+ * while this is false must tell them again in prepare_sleep.
+ */
+bool ferryi_ctx_may_sleep(const struct ferry_ctx *ctx);
 
 /* Stats of a provider instance, for the provider's own counters. */
 static inline struct ferry_stats *ferryi_stats(struct ferryi_prov_inst *pi)

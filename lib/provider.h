@@ -109,7 +109,8 @@ struct ferryi_provider {
 	 * 0. Busy-polling threads never get here, so notifications can stay disarmed
 	 * while they spin (each notification costs the kernel work and us syscalls).
 	 * While ferryi_ctx_fd_exported() the application may sleep on the fd at any
-	 * time: notifications must then stay armed. Optional.
+	 * time: notifications must then stay armed; ferry_ctx_fd() calls this once when
+	 * it first exports the fd. Optional.
 	 */
 	int (*prepare_sleep)(struct ferryi_prov_inst *pi);
 

@@ -28,6 +28,7 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -81,6 +82,17 @@ struct ofi_ctx {
 struct ofi_inst;
 struct ofi_port;
 
+/*
+ * A context's "may sleep" word for shm peers (see ofi_cq.c): the first page of a
+ * memfd, mapped read-only by peers through /proc/<pid>/fd/<fd> as the hello tells.
+ */
+struct ofi_wake_page {
+	uint64_t token;              /* random, nonzero; the hello carries it too      */
+	uint8_t pad_[56];
+	_Atomic uint32_t asleep;     /* a thread may sleep on the context's fds        */
+};
+#define OFI_WAKE_PAGE 4096u
+
 /* One libfabric provider in use: its fabric and domain, shared by all ports. */
 struct ofi_dom {
 	struct ofi_inst *inst;
@@ -114,6 +126,8 @@ struct ofi_peer {
 	uint8_t addr[OFI_ADDR_MAX];
 	struct sockaddr_un db;       /* shm: the peer port's doorbell                  */
 	socklen_t dblen;
+	const struct ofi_wake_page *wake; /* shm: the peer context's word, or NULL:
+					  ring with every message                     */
 	uint64_t local_uid;          /* shm: a port of this process (0: elsewhere)      */
 	unsigned ctl_queued;         /* control messages waiting for this peer          */
 	unsigned eps;                /* ferry endpoints using it                        */
@@ -294,6 +308,8 @@ struct ofi_inst {
 	struct ferryi_hmap conns;       /* struct ofi_ep by connection id      */
 	bool rma_check;                 /* FERRY_OFI_RMA_CHECK (default on)    */
 	int db_fd;                      /* socket we ring shm doorbells with   */
+	int wake_fd;                    /* memfd of our ofi_wake_page, or -1   */
+	struct ofi_wake_page *wake;
 };
 
 /* One registration of a region with one key space (dom, or port under FI_MR_ENDPOINT). */
@@ -347,8 +363,15 @@ int ofi_port_watch(struct ofi_port *port);
 /* arm: end with fi_trywait, so that the CQ's wait fd may be slept on (see ofi_cq.c). */
 int ofi_port_progress(struct ofi_port *port, bool arm);
 void ofi_port_kick(struct ofi_port *port, uint64_t delay_ns);
-void ofi_ring(struct ofi_port *port, struct ofi_peer *peer);
+/* force: whether or not the peer said it may sleep (before its word is known). */
+void ofi_ring(struct ofi_port *port, struct ofi_peer *peer, bool force);
 void ofi_doorbell_name(const char *shm_name, struct sockaddr_un *sa, socklen_t *len);
+void ofi_wake_open(struct ofi_inst *oi);
+void ofi_wake_close(struct ofi_inst *oi);
+void ofi_wake_sleepy(struct ofi_inst *oi, bool may_sleep);
+void ofi_wake_map(struct ofi_port *port, struct ofi_peer *peer, uint32_t pid, uint32_t fd,
+		  uint64_t token);
+void ofi_wake_unmap(struct ofi_peer *peer);
 int ofi_fi_err(int fi_err);
 int ofi_status_from_cqe(const struct ofi_port *port, const struct fi_cq_err_entry *e,
 			bool rma);

@@ -7,7 +7,9 @@
  *   16 u32 credits granted   20 u32 key space id
  *   24 ferryi_peer_info: u32 version, u32 features, u32 idle ms, u32 probe ms,
  *      u64 max frame, u64 eager max, u64 eager byte credit
- *   64 the sender's fabric address (CONNREQ only)
+ *   64 shm: the sender context's may-sleep page (ofi_cq.c): u32 pid, u32 memfd
+ *      (0xffffffff: none), u64 token (0: none)
+ *   80 the sender's fabric address (CONNREQ only)
  */
 #define _GNU_SOURCE
 #include "ofi.h"
@@ -21,13 +23,15 @@
 #include <unistd.h>
 
 #define OFI_HELLO_MAGIC 0x49464f46u /* "FOFI" */
-#define OFI_WIRE_VERSION 1
-#define OFI_HELLO_LEN 64
+#define OFI_WIRE_VERSION 2
+#define OFI_HELLO_LEN 80
 
 struct ofi_hello {
 	uint64_t conn;
 	uint32_t credits, ksid;
 	struct ferryi_peer_info info;
+	uint32_t wake_pid, wake_fd;
+	uint64_t wake_token;
 	size_t addrlen;
 	const uint8_t *addr;
 };
@@ -38,7 +42,9 @@ struct ofi_hello {
  *   16 u32 credits granted   20 u32 key space id
  *   24 ferryi_peer_info: u32 version, u32 features, u32 idle ms, u32 probe ms,
  *      u64 max frame, u64 eager max, u64 eager byte credit
- *   64 the sender's fabric address (CONNREQ only)
+ *   64 shm: the sender context's may-sleep page (ofi_cq.c): u32 pid, u32 memfd
+ *      (0xffffffff: none), u64 token (0: none)
+ *   80 the sender's fabric address (CONNREQ only)
  */
 static size_t ofi_hello_put(uint8_t *b, const struct ofi_hello *h)
 {
@@ -55,6 +61,9 @@ static size_t ofi_hello_put(uint8_t *b, const struct ofi_hello *h)
 	ferryi_put_le64(b + 40, h->info.max_frame);
 	ferryi_put_le64(b + 48, h->info.eager_max);
 	ferryi_put_le64(b + 56, h->info.rx_credit);
+	ferryi_put_le32(b + 64, h->wake_pid);
+	ferryi_put_le32(b + 68, h->wake_fd);
+	ferryi_put_le64(b + 72, h->wake_token);
 	if (h->addrlen)
 		memcpy(b + OFI_HELLO_LEN, h->addr, h->addrlen);
 	return OFI_HELLO_LEN + h->addrlen;
@@ -79,10 +88,25 @@ static int ofi_hello_get(const uint8_t *b, size_t len, struct ofi_hello *h)
 	h->info.max_frame = ferryi_get_le64(b + 40);
 	h->info.eager_max = ferryi_get_le64(b + 48);
 	h->info.rx_credit = ferryi_get_le64(b + 56);
+	h->wake_pid = ferryi_get_le32(b + 64);
+	h->wake_fd = ferryi_get_le32(b + 68);
+	h->wake_token = ferryi_get_le64(b + 72);
 	h->addr = b + OFI_HELLO_LEN;
 	if (h->conn == 0 || h->credits == 0 || h->credits > 4096)
 		return FERRY_EPROTO;
 	return 0;
+}
+
+/* Where shm peers find our may-sleep word. */
+static void ofi_hello_wake(const struct ofi_port *port, struct ofi_hello *h)
+{
+	const struct ofi_inst *oi = port->dom->inst;
+	h->wake_fd = UINT32_MAX;
+	if (!port->dom->is_shm || !oi->wake)
+		return;
+	h->wake_pid = (uint32_t)getpid();
+	h->wake_fd = (uint32_t)oi->wake_fd;
+	h->wake_token = oi->wake->token;
 }
 
 /*
@@ -233,6 +257,7 @@ void ofi_on_connreq(struct ofi_port *port, const struct ofi_hdr *h, const uint8_
 	oep->remote_ksid = hello.ksid;
 	oep->credits = hello.credits;
 	oep->remote = hello.info;
+	ofi_wake_map(port, peer, hello.wake_pid, hello.wake_fd, hello.wake_token);
 	ferryi_local_info(ctx, &oep->local);
 	oep->local.eager_max = ofi_eager_limit(port, peer, oep->local.eager_max);
 	if (ofi_conn_add(oi, oep) < 0) {
@@ -246,6 +271,7 @@ void ofi_on_connreq(struct ofi_port *port, const struct ofi_hdr *h, const uint8_
 		.conn = oep->hnode.key, .credits = OFI_CREDITS, .ksid = port->ksid,
 		.info = oep->local,
 	};
+	ofi_hello_wake(port, &mine);
 	size_t len = ofi_hello_put(buf, &mine);
 	oep->state = OFI_EP_ACK_SENT;
 	if (ofi_ctl_queue(port, peer, ep, OFI_K_CONNACK, hello.conn, 0, 0, buf, len) < 0)
@@ -272,6 +298,7 @@ void ofi_on_connack(struct ofi_ep *oep, const uint8_t *pl, size_t plen)
 	oep->remote_ksid = hello.ksid;
 	oep->credits = hello.credits;
 	oep->remote = hello.info;
+	ofi_wake_map(oep->port, oep->peer, hello.wake_pid, hello.wake_fd, hello.wake_token);
 	ofi_probe_stop(oep);
 	ofi_ep_up(oep);
 }
@@ -393,6 +420,7 @@ int ofi_connect(struct ferry_ep *ep, const struct ferryi_addr *addr)
 		.conn = oep->hnode.key, .credits = OFI_CREDITS, .ksid = port->ksid,
 		.info = oep->local, .addrlen = port->namelen, .addr = port->name,
 	};
+	ofi_hello_wake(port, &mine);
 	size_t len = ofi_hello_put(buf, &mine);
 	oep->state = OFI_EP_REQ_SENT;
 	rc = ofi_ctl_queue(port, peer, ep, OFI_K_CONNREQ, 0, 0, 0, buf, len);

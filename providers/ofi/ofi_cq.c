@@ -17,6 +17,21 @@
  * post (shm's single-copy RMA) are read by the progress hook, which the core runs on
  * every pass, and the retry timer below catches anything left.
  *
+ * Ringing costs a system call on each side per message, most of a small message's
+ * latency, and is wasted on a peer that busy-polls. So a context publishes whether it
+ * may sleep: a word in a page of a memfd (struct ofi_wake_page), which peers map
+ * read-only through /proc/<pid>/fd/<fd> as our hello tells them, checking the random
+ * token it also carries. The word is set before a thread sleeps (prepare_sleep) and
+ * stays set while the context fd is exported (the application may sleep on it at any
+ * time); a progress pass clears it when nobody sleeps. The two sides form Dekker's
+ * pattern, so one of them sees the other:
+ *     sleeper: asleep = 1; full fence; read the CQ (shm reads its queue); sleep
+ *     peer:    put the message in the sleeper's queue; full fence; ring if asleep
+ * Either the sleeper's last look finds the message, or the peer sees the word and
+ * rings. A peer whose word we do not know (no hello yet, a mapping that failed, a
+ * peer of another user or pid namespace) is always rung, as are the handshake and
+ * BYE, which come before or after the hello's word is current.
+ *
  * EAGAIN. A post that libfabric refuses with -FI_EAGAIN stays queued (ofi_ep.c) and is
  * retried from progress: after every drain, and from a per-port timer whose delay
  * doubles from 50 us to 2 ms while work stays blocked. Nothing loops on EAGAIN.
@@ -25,9 +40,12 @@
 #include "ofi.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define OFI_CQ_BATCH 16
@@ -136,13 +154,19 @@ void ofi_doorbell_name(const char *shm_name, struct sockaddr_un *sa, socklen_t *
 	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
 }
 
-void ofi_ring(struct ofi_port *port, struct ofi_peer *peer)
+void ofi_ring(struct ofi_port *port, struct ofi_peer *peer, bool force)
 {
 	struct ofi_inst *oi = port->dom->inst;
 	static const char one = 1;
 
 	if (!port->dom->is_shm || !peer || !peer->dblen)
 		return;
+	if (!force && peer->wake) {
+		/* Our post before its word: the other half of the sleeper's order. */
+		atomic_thread_fence(memory_order_seq_cst);
+		if (!atomic_load_explicit(&peer->wake->asleep, memory_order_relaxed))
+			return;
+	}
 	if (oi->db_fd < 0) {
 		oi->db_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (oi->db_fd < 0)
@@ -151,6 +175,111 @@ void ofi_ring(struct ofi_port *port, struct ofi_peer *peer)
 	/* A full doorbell means wake-ups are already pending: dropping is fine. */
 	(void)sendto(oi->db_fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL,
 		     (const struct sockaddr *)&peer->db, peer->dblen);
+}
+
+/* ------------------------------------------------------------------ may-sleep words */
+
+/* Our word, on the first shm port. Without it peers ring with every message. */
+void ofi_wake_open(struct ofi_inst *oi)
+{
+	struct ferry_ctx *ctx = oi->pi->ctx;
+	uint64_t token;
+
+	if (oi->wake)
+		return;
+	int fd = memfd_create("ferry-ofi-wake", MFD_CLOEXEC);
+	if (fd < 0) {
+		FERRYI_DBG(ctx, "ofi: memfd_create: %s; shm peers will ring every message",
+			   strerror(errno));
+		return;
+	}
+	void *p = MAP_FAILED;
+	if (ftruncate(fd, OFI_WAKE_PAGE) == 0)
+		p = mmap(NULL, OFI_WAKE_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		FERRYI_DBG(ctx, "ofi: mapping the may-sleep page: %s", strerror(errno));
+		close(fd);
+		return;
+	}
+	do
+		token = ferryi_random64();
+	while (token == 0);
+	oi->wake = p;
+	oi->wake->token = token;
+	/* Set until a progress pass finds nobody asleep: a sleeper may exist already. */
+	atomic_store(&oi->wake->asleep, 1);
+	oi->wake_fd = fd;
+}
+
+void ofi_wake_close(struct ofi_inst *oi)
+{
+	if (oi->wake)
+		munmap(oi->wake, OFI_WAKE_PAGE);
+	oi->wake = NULL;
+	if (oi->wake_fd >= 0)
+		close(oi->wake_fd);
+	oi->wake_fd = -1;
+}
+
+/*
+ * may_sleep: before a sleep, or while the context fd is exported. Called before the
+ * CQs are read: setting the word is the first half of the sleeper's order.
+ */
+void ofi_wake_sleepy(struct ofi_inst *oi, bool may_sleep)
+{
+	if (!oi->wake)
+		return;
+	uint32_t want = may_sleep ? 1 : 0;
+	if (atomic_load_explicit(&oi->wake->asleep, memory_order_relaxed) != want)
+		atomic_store_explicit(&oi->wake->asleep, want, memory_order_relaxed);
+	if (may_sleep)
+		atomic_thread_fence(memory_order_seq_cst);
+}
+
+/*
+ * The peer context's word, from its hello. A peer address that a new process took
+ * over brings another token: the old mapping goes. Anything amiss leaves the peer
+ * without a word (rung with every message).
+ */
+void ofi_wake_map(struct ofi_port *port, struct ofi_peer *peer, uint32_t pid, uint32_t fd,
+		  uint64_t token)
+{
+	char path[64];
+	struct stat st;
+
+	if (!port->dom->is_shm)
+		return;
+	if (peer->wake && peer->wake->token == token)
+		return;
+	ofi_wake_unmap(peer);
+	if (token == 0 || pid == 0 || fd > (uint32_t)INT32_MAX)
+		return;
+	snprintf(path, sizeof(path), "/proc/%u/fd/%u", (unsigned)pid, (unsigned)fd);
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0) {
+		FERRYI_DBG(ofi_ctx(port), "ofi: %s: the peer's may-sleep page: %s: %s; ringing "
+					  "every message", port->dom->prov_name, path, strerror(errno));
+		return;
+	}
+	void *p = MAP_FAILED;
+	if (fstat(f, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= (off_t)OFI_WAKE_PAGE)
+		p = mmap(NULL, OFI_WAKE_PAGE, PROT_READ, MAP_SHARED, f, 0);
+	close(f);
+	if (p == MAP_FAILED)
+		return;
+	const struct ofi_wake_page *w = p;
+	if (w->token != token) {
+		munmap(p, OFI_WAKE_PAGE); /* not the page the peer meant (a reused pid) */
+		return;
+	}
+	peer->wake = w;
+}
+
+void ofi_wake_unmap(struct ofi_peer *peer)
+{
+	if (peer->wake)
+		munmap((void *)peer->wake, OFI_WAKE_PAGE);
+	peer->wake = NULL;
 }
 
 /* ------------------------------------------------------------------ the CQ */
@@ -238,6 +367,7 @@ int ofi_port_watch(struct ofi_port *port)
 		}
 		port->ph.fd = fd;
 		port->doorbell = true;
+		ofi_wake_open(port->dom->inst);
 	}
 	if (port->ph.fd < 0)
 		return 0; /* polled by the progress hook and the timer only */

@@ -335,7 +335,7 @@ static void ofi_rx_handle(struct ofi_port *port, const uint8_t *b, size_t len)
 			return;
 		}
 		if (port->doorbell && len > port->dom->inject)
-			ofi_ring(port, oep->peer); /* its send completes once we took it */
+			ofi_ring(port, oep->peer, false); /* its send completes once we took it */
 		ofi_ep_flush(oep);
 		/* From here the core may close and free ep: not touched afterwards. */
 		int rc = ferryi_rx_msg(ep, &msg, pl, plen);

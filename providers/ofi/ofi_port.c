@@ -123,6 +123,7 @@ void ofi_peer_put(struct ofi_port *port, struct ofi_peer *peer)
 	ferryi_list_remove(&peer->link);
 	if (!port->closing && !peer->removed)
 		(void)fi_av_remove(port->av, &peer->fa, 1, 0);
+	ofi_wake_unmap(peer);
 	free(peer);
 }
 
@@ -219,7 +220,9 @@ int ofi_tx_post(struct ofi_port *port, struct ofi_peer *peer, struct ofi_txbuf *
 	port->tx_out++;
 	if (tb->ep)
 		ferryi_list_push_back(&ofi_ep(tb->ep)->tx_busy, &tb->link);
-	ofi_ring(port, peer);
+	/* The handshake and BYE may travel before or after the hello's word is current. */
+	ofi_ring(port, peer, tb->kind == OFI_K_CONNREQ || tb->kind == OFI_K_CONNACK ||
+				     tb->kind == OFI_K_CONNREJ || tb->kind == OFI_K_BYE);
 	if (inject)
 		ofi_tx_complete(tb, 0, NULL); /* the buffer is ours again already */
 	return 0;
@@ -384,8 +387,11 @@ void ofi_port_destroy(struct ofi_port *port)
 		cl->peer->refs--;
 		free(cl);
 	}
-	while ((n = ferryi_list_pop_front(&port->peers)))
-		free(ferryi_container_of(n, struct ofi_peer, link));
+	while ((n = ferryi_list_pop_front(&port->peers))) {
+		struct ofi_peer *peer = ferryi_container_of(n, struct ofi_peer, link);
+		ofi_wake_unmap(peer);
+		free(peer);
+	}
 	if (port->av)
 		fi_close(&port->av->fid);
 	if (port->rx_mr)

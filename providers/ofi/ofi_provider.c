@@ -250,6 +250,7 @@ static int ofi_inst_init(struct ferryi_prov_inst *pi)
 
 	oi->pi = pi;
 	oi->db_fd = -1;
+	oi->wake_fd = -1;
 	ferryi_list_init(&oi->mrs);
 	ferryi_hmap_init(&oi->conns);
 	env = getenv("FERRY_OFI_RMA_CHECK");
@@ -293,6 +294,7 @@ static void ofi_inst_fini(struct ferryi_prov_inst *pi)
 	if (oi->db_fd >= 0)
 		close(oi->db_fd);
 	oi->db_fd = -1;
+	ofi_wake_close(oi);
 }
 
 static int ofi_progress_all(struct ferryi_prov_inst *pi, bool arm)
@@ -324,11 +326,14 @@ static int ofi_progress_all(struct ferryi_prov_inst *pi, bool arm)
 
 static int ofi_progress(struct ferryi_prov_inst *pi)
 {
+	/* Busy: shm peers stop ringing us once nobody sleeps (ofi_cq.c). */
+	ofi_wake_sleepy(ofi_inst(pi), ferryi_ctx_may_sleep(pi->ctx));
 	return ofi_progress_all(pi, ferryi_ctx_fd_exported(pi->ctx));
 }
 
 static int ofi_prepare_sleep(struct ferryi_prov_inst *pi)
 {
+	ofi_wake_sleepy(ofi_inst(pi), true); /* before the last look at the CQs */
 	return ofi_progress_all(pi, true);
 }
 

@@ -371,7 +371,19 @@ void conf_world_open(struct conf_world *w)
 	conf_world_open_tweak(w, NULL);
 }
 
+static void conf_world_open_at(struct conf_world *w, conf_tweak_fn tweak, bool export_fds);
+
 void conf_world_open_tweak(struct conf_world *w, conf_tweak_fn tweak)
+{
+	conf_world_open_at(w, tweak, true);
+}
+
+void conf_world_open_unexported(struct conf_world *w, conf_tweak_fn tweak)
+{
+	conf_world_open_at(w, tweak, false);
+}
+
+static void conf_world_open_at(struct conf_world *w, conf_tweak_fn tweak, bool export_fds)
 {
 	size_t len = sizeof(w->addr);
 	char prefix[64];
@@ -397,6 +409,8 @@ void conf_world_open_tweak(struct conf_world *w, conf_tweak_fn tweak)
 	    (strlen(w->addr) > 2 && strcmp(w->addr + strlen(w->addr) - 2, ":0") == 0))
 		conf_fail("listener address '%s' for '%s': expected %s... with a real port",
 			  w->addr, conf_listen_uri, prefix);
+	if (!export_fds)
+		return;
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd < 0)
 		conf_fail("epoll_create1: %s", strerror(errno));

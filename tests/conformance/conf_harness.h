@@ -110,6 +110,12 @@ void conf_world_open(struct conf_world *w);
 /* The same with a config changed per side before the contexts are created. */
 typedef void (*conf_tweak_fn)(struct ferry_config *cfg, bool server);
 void conf_world_open_tweak(struct conf_world *w, conf_tweak_fn tweak);
+/*
+ * The same without asking for the contexts' fds (ferry_ctx_fd): providers may then
+ * rely on threads that sleep telling them so. conf_drive does not sleep in such a
+ * world; tests sleep through the API (ferry_cq_wait) or export an fd themselves.
+ */
+void conf_world_open_unexported(struct conf_world *w, conf_tweak_fn tweak);
 /* Closes the listener, checks both contexts are clean (if check), destroys them.
  * A context already destroyed by the test must be set to NULL first. */
 void conf_world_close(struct conf_world *w, bool check);

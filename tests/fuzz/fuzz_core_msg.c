@@ -192,8 +192,10 @@ static void pair(struct ferry_ep **a, struct ferry_ep **b)
 
 	FZ_CHECK(ferry_connect(S.ctx, S.uri, &attr, a) == 0);
 	*b = NULL;
-	for (int i = 0; i < 1000 && !*b; i++)
+	for (int i = 0; i < 1000 && !*b; i++) {
+		fz_progress(S.ctx);
 		(void)ferry_listener_accept(S.l, b, 0);
+	}
 	FZ_CHECK(*b != NULL);
 }
 

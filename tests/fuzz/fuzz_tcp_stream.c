@@ -214,8 +214,10 @@ static struct ferry_ep *handshake(int fd, uint64_t eager, uint64_t credit, uint3
 	struct ferry_ep *ep = NULL;
 
 	FZ_CHECK(fz_raw_write(S.ctx, fd, hello, n, 8) == n);
-	for (int i = 0; i < 200 && !ep; i++)
+	for (int i = 0; i < 200 && !ep; i++) {
+		fz_progress(S.ctx);
 		(void)ferry_listener_accept(S.l, &ep, 0);
+	}
 	if (!ep)
 		fz_fail(__FILE__, __LINE__, "a valid HELLO was not accepted");
 	for (int i = 0; i < 200 && kept < FERRYI_TCP_HDR_LEN + FERRYI_TCP_HELLO_LEN; i++) {
