@@ -228,8 +228,13 @@ int perf_conn_open(struct perf_conn *pc, const struct perf_params *p, int server
 
 	ferry_config_init(&cfg);
 	perf_provider_name(p, name, sizeof(name));
-	/* A benchmark must measure the provider it was asked for, never a fallback. */
-	if (strcmp(name, "auto") != 0 && strcmp(name, "tcp") != 0)
+	/*
+	 * A benchmark must measure the provider it was asked for, never a fallback. Only
+	 * an RDMA scheme has one (FERRY_FALLBACK=require: RDMA or fail); ofi+tcp and
+	 * ofi+shm name one transport and no other, and require would refuse them.
+	 */
+	size_t nl = strlen(name);
+	if (nl >= 5 && strcmp(name + nl - 5, "verbs") == 0)
 		cfg.fallback = FERRY_FALLBACK_REQUIRE;
 	want = (uint64_t)p->qps * (p->depth > PERF_DEF_RX_SEND ? p->depth : PERF_DEF_RX_SEND) +
 	       1024;
