@@ -33,7 +33,7 @@
  *   FERRY_VERBS_RX_DEPTH [32]     receive buffers per endpoint = credits for the peer
  *   FERRY_VERBS_TX_BUFS [32]      send bounce buffers per endpoint
  *   FERRY_VERBS_SQ_DEPTH [128]    send queue depth (work requests)
- *   FERRY_VERBS_EAGER [65536]     largest eager message (<= 65536); larger ones go by
+ *   FERRY_VERBS_EAGER [16384]     largest eager message (<= 65536); larger ones go by
  *                                 the core's rendezvous (RTS + RDMA READ + FIN)
  *   FERRY_VERBS_FRAG [8192]       payload per bounce buffer (1024..65536)
  *   FERRY_VERBS_INLINE [256]      requested max_inline_data (0 = never inline)
@@ -56,6 +56,14 @@
 
 /* Largest eager message (the ops table's eager_max); FERRY_VERBS_EAGER may lower it. */
 #define FERRYI_VERBS_EAGER_MAX 65536u
+/*
+ * FERRY_VERBS_EAGER's default. An eager message is copied into bounce buffers on both
+ * sides and spends 1 + len/FRAG of the peer's receive credits; above 16 KiB the
+ * rendezvous (RTS, one RDMA READ into the posted buffer, FIN) moves it without either
+ * copy and without credits. 64 KiB send_bw on soft-RoCE: 51-54 MB/s eager, 63-64 by
+ * rendezvous (docs/BENCHMARKS.md).
+ */
+#define FERRYI_VERBS_EAGER_DEFAULT 16384u
 
 /* ------------------------------------------------------------------ wire formats */
 

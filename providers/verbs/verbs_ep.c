@@ -366,6 +366,32 @@ static void abort_txq(struct ferryi_verbs_ep *vep)
 	}
 }
 
+/*
+ * Status for a work request that failed for a reason of its own (not flushed). When
+ * the port is down, the link broke it: FERRY_ENETUNREACH, as the port event reports
+ * (verbs_async.c), whichever of the two arrives first; soft-RoCE fails the work in
+ * flight before it delivers IBV_EVENT_PORT_ERR. Errors of the application or the
+ * peer (keys, protection, lengths) stay what they are.
+ */
+static int wc_error_status(struct ferryi_verbs_ep *vep, enum ibv_wc_status st)
+{
+	struct ibv_port_attr pa;
+	switch (st) {
+	case IBV_WC_REM_ACCESS_ERR:
+	case IBV_WC_REM_INV_REQ_ERR:
+	case IBV_WC_LOC_LEN_ERR:
+	case IBV_WC_LOC_PROT_ERR:
+	case IBV_WC_LOC_ACCESS_ERR:
+		return ferryi_verbs_wc_status(st);
+	default:
+		break;
+	}
+	if (vep->id && ibv_query_port(vep->dev->verbs, vep->id->port_num, &pa) == 0 &&
+	    pa.state != IBV_PORT_ACTIVE && pa.state != IBV_PORT_ACTIVE_DEFER)
+		return FERRY_ENETUNREACH;
+	return ferryi_verbs_wc_status(st);
+}
+
 /* Status for a WR that did not succeed: during teardown, always the close reason. */
 static int wr_status(struct ferryi_verbs_ep *vep, enum ibv_wc_status st)
 {
@@ -377,7 +403,7 @@ static int wr_status(struct ferryi_verbs_ep *vep, enum ibv_wc_status st)
 	if (st == IBV_WC_WR_FLUSH_ERR)
 		return ep->state == FERRYI_EP_CLOSED && ep->status < 0 ? ep->status
 								       : FERRY_ECONNABORTED;
-	return ferryi_verbs_wc_status(st);
+	return wc_error_status(vep, st);
 }
 
 /* ------------------------------------------------------------------ posting */
@@ -1029,7 +1055,7 @@ void ferryi_verbs_ep_rx_wc(struct ferryi_verbs_ep *vep, const struct ibv_wc *wc)
 		} else {
 			FERRYI_WARN(vep_ctx(vep), "verbs: %s: receive failed: %s (vendor error 0x%x)",
 				    vep_ep(vep)->peer, ibv_wc_status_str(wc->status), wc->vendor_err);
-			ferryi_verbs_ep_fail(vep, ferryi_verbs_wc_status(wc->status),
+			ferryi_verbs_ep_fail(vep, wc_error_status(vep, wc->status),
 					     "receive failed: %s", ibv_wc_status_str(wc->status));
 		}
 		return;

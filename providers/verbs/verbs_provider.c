@@ -81,7 +81,7 @@ static void tun_load(struct ferry_ctx *ctx, struct ferryi_verbs_tun *t)
 	t->rx_depth = (uint32_t)tun_env(ctx, "FERRY_VERBS_RX_DEPTH", 32, 4, 4096);
 	t->tx_bufs = (uint32_t)tun_env(ctx, "FERRY_VERBS_TX_BUFS", 32, 2, 4096);
 	t->sq_depth = (uint32_t)tun_env(ctx, "FERRY_VERBS_SQ_DEPTH", 128, 8, 16384);
-	t->eager = (uint32_t)tun_env(ctx, "FERRY_VERBS_EAGER", FERRYI_VERBS_EAGER_MAX, 64,
+	t->eager = (uint32_t)tun_env(ctx, "FERRY_VERBS_EAGER", FERRYI_VERBS_EAGER_DEFAULT, 64,
 				     FERRYI_VERBS_EAGER_MAX);
 	/* >= 1 KiB: a rendezvous announce (rkey blob) must fit one fragment. */
 	t->frag = (uint32_t)tun_env(ctx, "FERRY_VERBS_FRAG", 8192, 1024, 65536);
