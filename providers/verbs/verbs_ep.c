@@ -53,7 +53,9 @@
 #include "verbs.h"
 
 #include <errno.h>
+#include <ifaddrs.h>
 #include <inttypes.h>
+#include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -367,11 +369,44 @@ static void abort_txq(struct ferryi_verbs_ep *vep)
 }
 
 /*
+ * Whether the interface holding the endpoint's local address has stopped running. On
+ * RoCE the netdev stops (IFF_RUNNING clears as the kernel starts closing it) before
+ * the device marks its port down and raises IBV_EVENT_PORT_ERR: work the driver could
+ * not transmit in between fails while the port still reads ACTIVE. False when unknown
+ * (no address match, e.g. IPv6 addresses flushed with the link).
+ */
+static bool local_link_down(struct ferryi_verbs_ep *vep)
+{
+	const struct sockaddr *la = vep->id ? rdma_get_local_addr(vep->id) : NULL;
+	struct ifaddrs *ifs, *i;
+	bool down = false;
+
+	if (!la || (la->sa_family != AF_INET && la->sa_family != AF_INET6) || getifaddrs(&ifs))
+		return false;
+	for (i = ifs; i; i = i->ifa_next) {
+		const struct sockaddr *a = i->ifa_addr;
+		if (!a || a->sa_family != la->sa_family)
+			continue;
+		bool same = a->sa_family == AF_INET
+			? ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+				  ((const struct sockaddr_in *)la)->sin_addr.s_addr
+			: memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+				 &((const struct sockaddr_in6 *)la)->sin6_addr,
+				 sizeof(struct in6_addr)) == 0;
+		if (same) {
+			down = !(i->ifa_flags & IFF_RUNNING);
+			break;
+		}
+	}
+	freeifaddrs(ifs);
+	return down;
+}
+
+/*
  * Status for a work request that failed for a reason of its own (not flushed). When
- * the port is down, the link broke it: FERRY_ENETUNREACH, as the port event reports
- * (verbs_async.c), whichever of the two arrives first; soft-RoCE fails the work in
- * flight before it delivers IBV_EVENT_PORT_ERR. Errors of the application or the
- * peer (keys, protection, lengths) stay what they are.
+ * the link under the port is down, the link broke it: FERRY_ENETUNREACH, as the port
+ * event reports (verbs_async.c), whichever of the two arrives first. Errors of the
+ * application or the peer (keys, protection, lengths) stay what they are.
  */
 static int wc_error_status(struct ferryi_verbs_ep *vep, enum ibv_wc_status st)
 {
@@ -386,8 +421,11 @@ static int wc_error_status(struct ferryi_verbs_ep *vep, enum ibv_wc_status st)
 	default:
 		break;
 	}
-	if (vep->id && ibv_query_port(vep->dev->verbs, vep->id->port_num, &pa) == 0 &&
-	    pa.state != IBV_PORT_ACTIVE && pa.state != IBV_PORT_ACTIVE_DEFER)
+	if (!vep->id || ibv_query_port(vep->dev->verbs, vep->id->port_num, &pa) != 0)
+		return ferryi_verbs_wc_status(st);
+	if (pa.state != IBV_PORT_ACTIVE && pa.state != IBV_PORT_ACTIVE_DEFER)
+		return FERRY_ENETUNREACH;
+	if (pa.link_layer == IBV_LINK_LAYER_ETHERNET && local_link_down(vep))
 		return FERRY_ENETUNREACH;
 	return ferryi_verbs_wc_status(st);
 }
