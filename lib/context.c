@@ -267,6 +267,18 @@ static void ctx_park(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 	}
 }
 
+/*
+ * Calls handles as if epoll had reported them readable. A call may remove handles (a
+ * failed endpoint leaves epoll, bumping poll_gen); the rest then wait for the next pass.
+ */
+static void ctx_call_readable(struct ferry_ctx *ctx, struct ferryi_poll_handle **hs,
+			      uint32_t count)
+{
+	uint64_t gen = ctx->poll_gen;
+	for (uint32_t i = 0; i < count && ctx->poll_gen == gen; i++)
+		hs[i]->fn(hs[i], EPOLLIN);
+}
+
 /* Calls the parked handles as a direct pass would; false if there are none. */
 static bool ctx_call_parked(struct ferry_ctx *ctx)
 {
@@ -281,16 +293,13 @@ static bool ctx_call_parked(struct ferry_ctx *ctx)
 		if (h->parked)
 			hs[count++] = h;
 	}
-	uint64_t gen = ctx->poll_gen;
-	for (uint32_t i = 0; i < count && ctx->poll_gen == gen; i++)
-		hs[i]->fn(hs[i], EPOLLIN);
+	ctx_call_readable(ctx, hs, count);
 	return count > 0;
 }
 
 /*
  * Reads the hot handles by calling them, if they are few and all direct. Returns false
- * (having called none, every handle back in epoll) when epoll must be read. A call may
- * remove handles (a failed endpoint leaves epoll); the rest then wait for the next pass.
+ * (having called none, every handle back in epoll) when epoll must be read.
  */
 static bool ctx_read_direct(struct ferry_ctx *ctx)
 {
@@ -318,9 +327,7 @@ static bool ctx_read_direct(struct ferry_ctx *ctx)
 			if (!hs[i]->parked)
 				ctx_park(ctx, hs[i]);
 	}
-	uint64_t gen = ctx->poll_gen;
-	for (uint32_t i = 0; i < count && ctx->poll_gen == gen; i++)
-		hs[i]->fn(hs[i], EPOLLIN);
+	ctx_call_readable(ctx, hs, count);
 	return true;
 }
 
