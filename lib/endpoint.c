@@ -82,7 +82,7 @@ struct ferry_ep *ferryi_ep_alloc(struct ferry_ctx *ctx, struct ferryi_prov_inst 
 	ferryi_node_init(&ep->idle_link);
 	ferryi_node_init(&ep->probe_link);
 	ferryi_timer_init(&ep->connect_timer, ep_connect_timeout);
-	ep->last_rx_ns = ep->last_use_ns = ferryi_now_ns(ctx);
+	ep->last_rx_ns = ep->last_use_ns = ferryi_coarse_now_ns(ctx);
 	ferryi_list_push_back(&ctx->eps, &ep->ctx_link);
 	ctx->ep_count++;
 	if (ctx->handshaking++ == 0)
@@ -163,7 +163,7 @@ void ferryi_ep_connected(struct ferry_ep *ep, const struct ferryi_peer_info *inf
 	bool accepted = ep->state == FERRYI_EP_ACCEPTING;
 	ep->state = FERRYI_EP_CONNECTED;
 	ctx->handshaking--;
-	ep->last_rx_ns = ep->last_use_ns = ferryi_now_ns(ctx);
+	ep->last_rx_ns = ep->last_use_ns = ferryi_coarse_now_ns(ctx);
 	FERRYI_DBG(ctx, "%s endpoint %s %s (peer idle %u ms, eager %llu, max frame %llu)",
 		   ep->pi->prov->name, accepted ? "accepted from" : "connected to", ep->peer,
 		   info->idle_timeout_ms, (unsigned long long)info->eager_max,

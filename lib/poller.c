@@ -59,10 +59,13 @@ static void ep_probe_push(struct ferry_ep *ep)
 			      &ep->probe_link);
 }
 
-/* Re-files ep at the tail of its probe list, its silence counted from now. */
-static void ep_probe_requeue(struct ferry_ep *ep, uint64_t now)
+/*
+ * Re-files ep at the tail of its probe list, its silence counted from now. Every stamp
+ * in the lists is from the coarse clock (which never goes back), so they stay sorted.
+ */
+static void ep_probe_requeue(struct ferry_ep *ep)
 {
-	ep->probe_base_ns = now;
+	ep->probe_base_ns = ferryi_coarse_now_ns(ep->ctx);
 	if (ferryi_node_linked(&ep->probe_link)) {
 		ferryi_list_remove(&ep->probe_link);
 		ep_probe_push(ep);
@@ -72,7 +75,7 @@ static void ep_probe_requeue(struct ferry_ep *ep, uint64_t now)
 void ferryi_ep_track(struct ferry_ep *ep)
 {
 	struct ferry_ctx *ctx = ep->ctx;
-	uint64_t now = ferryi_now_ns(ctx);
+	uint64_t now = ferryi_coarse_now_ns(ctx);
 	ep->last_use_ns = ep->last_rx_ns = ep->probe_base_ns = now;
 	ep->probes_unanswered = 0;
 	/*
@@ -99,7 +102,7 @@ void ferryi_ep_untrack(struct ferry_ep *ep)
 
 void ferryi_ep_touch_use(struct ferry_ep *ep)
 {
-	ep->last_use_ns = ferryi_now_ns(ep->ctx);
+	ep->last_use_ns = ferryi_coarse_now_ns(ep->ctx);
 	if (ferryi_node_linked(&ep->idle_link)) {
 		ferryi_list_remove(&ep->idle_link);
 		ferryi_list_push_back(&ep->ctx->idle_lru, &ep->idle_link);
@@ -108,16 +111,15 @@ void ferryi_ep_touch_use(struct ferry_ep *ep)
 
 void ferryi_ep_rx_activity(struct ferry_ep *ep)
 {
-	uint64_t now = ferryi_now_ns(ep->ctx);
-	ep->last_rx_ns = now;
+	ep->last_rx_ns = ferryi_coarse_now_ns(ep->ctx);
 	ep->probes_unanswered = 0;
-	ep_probe_requeue(ep, now);
+	ep_probe_requeue(ep);
 }
 
 void ferryi_ep_ops_changed(struct ferry_ep *ep)
 {
 	if (ferryi_node_linked(&ep->probe_link) && ep->probe_watched != ep_watched(ep))
-		ep_probe_requeue(ep, ferryi_now_ns(ep->ctx));
+		ep_probe_requeue(ep);
 }
 
 int ferryi_ctx_admission(const struct ferry_ctx *ctx)
@@ -152,7 +154,7 @@ static void reap_discard_unread(struct ferry_ep *ep)
 		    (unsigned long long)n, (unsigned long long)bytes);
 }
 
-static void probe_send(struct ferry_ep *ep, uint64_t now);
+static void probe_send(struct ferry_ep *ep);
 
 static void reap_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 {
@@ -179,7 +181,7 @@ static void reap_tick(struct ferry_ctx *ctx, uint64_t now, uint64_t *next)
 			 * unpinned one lets the next tick reap it, silence fails it.
 			 */
 			if (ep->probes_unanswered == 0)
-				probe_send(ep, now);
+				probe_send(ep);
 			uint64_t ask = now + ms_ns(ctx->cfg.probe_interval_ms);
 			if (ask < *next)
 				*next = ask;
@@ -202,10 +204,10 @@ uint64_t ferryi_ep_pin_flag(struct ferry_ep *ep)
 	return ep->told_pinned ? FERRYI_PROBE_PINNED : 0;
 }
 
-static void probe_send(struct ferry_ep *ep, uint64_t now)
+static void probe_send(struct ferry_ep *ep)
 {
 	ep->probes_unanswered++;
-	ep_probe_requeue(ep, now); /* watched until input arrives */
+	ep_probe_requeue(ep); /* watched until input arrives */
 	if (ferryi_send_ctrl(ep, FERRYI_MSG_PROBE, ferryi_ep_pin_flag(ep),
 			     ep->probes_unanswered) == 0)
 		ep->pi->stats.probes_sent++;
@@ -219,7 +221,7 @@ void ferryi_ep_pin_changed(struct ferry_ep *ep)
 	 */
 	if (ep->ctx->cfg.probe_interval_ms && ferryi_node_linked(&ep->probe_link) &&
 	    !ep->told_pinned && ep_pinned(ep))
-		probe_send(ep, ferryi_now_ns(ep->ctx));
+		probe_send(ep);
 }
 
 /*
@@ -250,7 +252,7 @@ static void probe_list_tick(struct ferry_ctx *ctx, struct ferryi_list *list, uin
 			ferryi_ep_failed(ep, FERRY_EPEERDEAD, why);
 			continue;
 		}
-		probe_send(ep, now);
+		probe_send(ep);
 	}
 }
 
