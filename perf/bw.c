@@ -541,7 +541,6 @@ int perf_bw_server(struct perf_conn *pc, const struct perf_round *r, struct perf
 	const enum perf_test test = pc->p->test;
 	struct bw_srv sv = { 0 };
 	struct perf_cpu c0, c1;
-	struct perf_msg ready;
 	uint32_t e, n = pc->n;
 	int rc = FERRY_ENOMEM;
 
@@ -583,8 +582,7 @@ int perf_bw_server(struct perf_conn *pc, const struct perf_round *r, struct perf
 		}
 	}
 
-	memset(&ready, 0, sizeof(ready));
-	rc = perf_oob_send(pc, 0, PERF_K_READY, &ready);
+	rc = perf_oob_send_ready(pc);
 	if (rc)
 		goto out;
 	perf_cpu_mark(&c0);
@@ -610,6 +608,8 @@ int perf_bw_server(struct perf_conn *pc, const struct perf_round *r, struct perf
 		if (!rc)
 			rc = bw_srv_loop(pc, &sv, r, res, 1);
 	}
+	if (!rc)
+		rc = perf_oob_ready_wait(pc);
 out:
 	free(sv.done_msg);
 	free(sv.done_op);

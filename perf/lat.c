@@ -430,7 +430,7 @@ int perf_lat_server(struct perf_conn *pc, const struct perf_round *r, struct per
 	const enum perf_test test = pc->p->test;
 	uint64_t total = r->duration ? UINT64_MAX : r->iters + r->warmup;
 	struct perf_oob_op done_op;
-	struct perf_msg done, ready;
+	struct perf_msg done;
 	struct perf_cpu c0, c1;
 	struct lat_state st;
 	int rc;
@@ -449,8 +449,7 @@ int perf_lat_server(struct perf_conn *pc, const struct perf_round *r, struct per
 			return perf_call_failed(rc, "ferry_recv");
 	}
 
-	memset(&ready, 0, sizeof(ready));
-	rc = perf_oob_send(pc, 0, PERF_K_READY, &ready);
+	rc = perf_oob_send_ready(pc);
 	if (rc)
 		return rc;
 	perf_cpu_mark(&c0);
@@ -466,6 +465,8 @@ int perf_lat_server(struct perf_conn *pc, const struct perf_round *r, struct per
 		rc = nc < 0 ? nc : 0;
 	}
 	perf_cpu_mark(&c1);
+	if (!rc)
+		rc = perf_oob_ready_wait(pc);
 	if (rc)
 		return rc;
 	if (done.magic != PERF_MAGIC || (!r->duration && done.count != total)) {

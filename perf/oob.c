@@ -212,6 +212,17 @@ int perf_oob_send(struct perf_conn *pc, uint32_t e, uint32_t kind, struct perf_m
 	return rc ? rc : perf_oob_wait(pc, &op);
 }
 
+int perf_oob_send_ready(struct perf_conn *pc)
+{
+	memset(&pc->ready_msg, 0, sizeof(pc->ready_msg));
+	return perf_oob_post_send(pc, 0, PERF_K_READY, &pc->ready_msg, &pc->ready_op);
+}
+
+int perf_oob_ready_wait(struct perf_conn *pc)
+{
+	return pc->ready_op.done ? pc->ready_op.status : perf_oob_wait(pc, &pc->ready_op);
+}
+
 /* ------------------------------------------------------------------ set-up */
 
 int perf_conn_open(struct perf_conn *pc, const struct perf_params *p, int server)

@@ -159,6 +159,14 @@ struct perf_ep {
 	uint64_t rkey_len;
 };
 
+/* Control operation in flight; its address is the operation's (even) user_ctx. */
+struct perf_oob_op {
+	int done;
+	int status;
+	uint64_t tag;
+	uint64_t len;
+};
+
 struct perf_conn {
 	const struct perf_params *p;
 	int server;
@@ -174,14 +182,8 @@ struct perf_conn {
 	char peer[256];
 	uint64_t stall_ns;       /* client: no completion for this long is an error */
 	unsigned empty_polls;    /* busy polling: polls in a row that found nothing */
-};
-
-/* Control operation in flight; its address is the operation's (even) user_ctx. */
-struct perf_oob_op {
-	int done;
-	int status;
-	uint64_t tag;
-	uint64_t len;
+	struct perf_msg ready_msg; /* server: READY, see perf_oob_send_ready() */
+	struct perf_oob_op ready_op;
 };
 
 /* One round's settings, shared by both sides (from the ROUND message). */
@@ -265,6 +267,14 @@ int perf_oob_post_send(struct perf_conn *pc, uint32_t e, uint32_t kind, struct p
 int perf_oob_post_recv(struct perf_conn *pc, uint32_t e, uint32_t kind, struct perf_msg *m,
 		       struct perf_oob_op *op);
 int perf_oob_wait(struct perf_conn *pc, struct perf_oob_op *op);
+/*
+ * Server: tells the client to start the round. Not waited for here: the client may
+ * start sending before this send completes (ofi+tcp's rxm completed it after the first
+ * data arrived), so the round's own loop accounts for its completion like any control
+ * op's, and perf_oob_ready_wait() makes sure of it once the round's data is done.
+ */
+int perf_oob_send_ready(struct perf_conn *pc);
+int perf_oob_ready_wait(struct perf_conn *pc);
 /* Hands a control completion to its perf_oob_op; returns its status. */
 int perf_oob_complete(const struct ferry_completion *c);
 
