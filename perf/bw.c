@@ -73,6 +73,7 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 	struct ferry_completion c[PERF_POLL_BATCH];
 	uint64_t posted = 0, completed = 0, total = duration ? UINT64_MAX : per_ep * n;
 	uint64_t start, now, last, t_margin = 0, t_stop = 0, t_end = 0, win_c0 = 0;
+	struct perf_stamp_base base;
 	int stopping = 0, win = 0, progressed = 0, nc, rc;
 	unsigned idle = 0;
 	uint32_t e;
@@ -81,7 +82,8 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 		st->limit[e] = duration ? UINT64_MAX : st->scnt[e] + per_ep;
 	if (timed && !duration)
 		perf_cpu_mark(&m->cpu0);
-	start = last = now = perf_now();
+	perf_stamp_base(&base);
+	start = last = now = base.ns;
 	if (timed) {
 		m->t0 = start;
 		if (duration) {
@@ -99,7 +101,7 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 				uint64_t off = (s % nslots) * size;
 
 				if (tp)
-					tp[posted] = perf_now();
+					tp[posted] = perf_ticks();
 				rc = bw_post(pc, test, e, off, off, size, s,
 					     s + 1 < st->limit[e] && s + 1 - st->ccnt[e] < depth);
 				if (rc == FERRY_EAGAIN)
@@ -130,7 +132,7 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 			if (rc)
 				return rc;
 		} else {
-			now = (tc || duration) ? perf_now() : 0;
+			now = duration ? perf_now() : tc ? perf_ticks() : 0;
 			progressed = 1;
 			idle = 0;
 		}
@@ -165,6 +167,10 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 		}
 	}
 	if (timed && !duration) {
+		if (tp) {
+			perf_stamps_to_ns(&base, tp, posted);
+			perf_stamps_to_ns(&base, tc, completed);
+		}
 		perf_cpu_mark(&m->cpu1);
 		m->t1 = m->cpu1.ns;
 		m->ops = completed;

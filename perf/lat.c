@@ -253,11 +253,13 @@ static int lat_client_run(struct lat_state *st, uint64_t count, struct perf_meas
 	const struct perf_round *r = st->r;
 	const int duration = timed && r->duration > 0;
 	uint64_t start, now, t_margin = 0, t_stop = 0, t_end = 0, k0 = 0;
+	struct perf_stamp_base base;
 	int win = 0, rc;
 
 	if (timed && !duration)
 		perf_cpu_mark(&m->cpu0);
-	start = perf_now();
+	perf_stamp_base(&base);
+	start = base.ns;
 	if (duration) {
 		t_margin = start + (uint64_t)(r->margin * 1e9);
 		t_stop = start + (uint64_t)((r->duration - r->margin) * 1e9);
@@ -265,31 +267,30 @@ static int lat_client_run(struct lat_state *st, uint64_t count, struct perf_meas
 		count = UINT64_MAX;
 	}
 	for (uint64_t k = 0; k < count; k++) {
-		if (timed) {
+		if (timed && !duration) {
+			m->tlat[k] = perf_ticks();
+		} else if (timed) {
 			now = perf_now();
-			if (!duration) {
-				m->tlat[k] = now;
-			} else {
-				if (win == 0 && now >= t_margin) {
-					win = 1;
-					m->t0 = now;
-					k0 = k;
-					perf_cpu_mark(&m->cpu0);
-				} else if (win == 1 && now >= t_stop) {
-					win = 2;
-					m->t1 = now;
-					m->ops = k - k0;
-					perf_cpu_mark(&m->cpu1);
-				}
-				if (now >= t_end)
-					break;
+			if (win == 0 && now >= t_margin) {
+				win = 1;
+				m->t0 = now;
+				k0 = k;
+				perf_cpu_mark(&m->cpu0);
+			} else if (win == 1 && now >= t_stop) {
+				win = 2;
+				m->t1 = now;
+				m->ops = k - k0;
+				perf_cpu_mark(&m->cpu1);
 			}
+			if (now >= t_end)
+				break;
 		}
 		rc = lat_client_iter(st);
 		if (rc)
 			return rc;
 	}
 	if (timed && !duration) {
+		perf_stamps_to_ns(&base, m->tlat, count);
 		perf_cpu_mark(&m->cpu1);
 		m->t0 = m->tlat[0];
 		m->t1 = m->cpu1.ns;

@@ -26,6 +26,16 @@ void perf_cpu_mark(struct perf_cpu *m)
 	m->ns = perf_now();
 }
 
+void perf_stamps_to_ns(const struct perf_stamp_base *base, uint64_t *stamps, uint64_t n)
+{
+	uint64_t ns = perf_now(), ticks = perf_ticks();
+	double rate = ticks > base->ticks ? (double)(ns - base->ns) / (double)(ticks - base->ticks)
+					  : 1.0;
+
+	for (uint64_t i = 0; i < n; i++)
+		stamps[i] = base->ns + (uint64_t)((double)(stamps[i] - base->ticks) * rate + 0.5);
+}
+
 static double oob_tv(const struct timeval *tv)
 {
 	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;

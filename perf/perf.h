@@ -232,6 +232,43 @@ static inline uint64_t perf_now(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * A cycle counter for the per-iteration stamps, as perftest's get_cycles():
+ * CLOCK_MONOTONIC is a system call where the kernel does not trust the TSC (1.2 us a
+ * reading in the soft-RoCE VM, QEMU without KVM), and a stamp per iteration would add
+ * that to every measured round trip. perf_stamps_to_ns() turns the stamps into
+ * perf_now() nanoseconds at the rate measured over the same interval.
+ */
+static inline uint64_t perf_ticks(void)
+{
+#if defined(__x86_64__)
+	uint32_t lo, hi;
+
+	__asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+	return (uint64_t)hi << 32 | lo;
+#elif defined(__aarch64__)
+	uint64_t v;
+
+	__asm__ __volatile__("isb; mrs %0, cntvct_el0" : "=r"(v));
+	return v;
+#else
+	return perf_now();
+#endif
+}
+
+struct perf_stamp_base {
+	uint64_t ns, ticks;
+};
+
+static inline void perf_stamp_base(struct perf_stamp_base *b)
+{
+	b->ns = perf_now();
+	b->ticks = perf_ticks();
+}
+
+/* Converts n perf_ticks() stamps taken since base (now over) into nanoseconds. */
+void perf_stamps_to_ns(const struct perf_stamp_base *base, uint64_t *stamps, uint64_t n);
+
 void perf_cpu_mark(struct perf_cpu *m);
 /* User + system time between two marks over wall time, in percent. */
 double perf_cpu_pct(const struct perf_cpu *a, const struct perf_cpu *b);
