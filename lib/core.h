@@ -115,11 +115,11 @@ struct ferryi_poll_handle {
 	 * Set by the provider before ferryi_poll_add when the fd carries no data a
 	 * progress hook would not find anyway (a completion channel or CQ wait fd
 	 * behind a polled CQ, RDMA connection management), or nothing whose latency
-	 * matters (a listening socket). TCP endpoint sockets stay hot. While a context has
-	 * only such handles (and the application has not taken the context fd),
-	 * progress passes read epoll at most every FERRYI_COLD_EPOLL_NS (50 us)
-	 * instead of on every pass: the system call would otherwise dominate an RDMA
-	 * ping-pong. Sleeping threads read epoll as always.
+	 * matters (a listening socket, verbs async events). TCP endpoint sockets stay
+	 * hot. While a context has only such handles (and the application has not taken
+	 * the context fd), progress passes read epoll at most every FERRYI_COLD_EPOLL_NS
+	 * (50 us) instead of on every pass: the system call would otherwise dominate an
+	 * RDMA ping-pong. Sleeping threads read epoll as always.
 	 */
 	bool cold;
 	/*
