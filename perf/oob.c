@@ -257,6 +257,14 @@ int perf_conn_open(struct perf_conn *pc, const struct perf_params *p, int server
 	size_t nl = strlen(name);
 	if (nl >= 5 && strcmp(name + nl - 5, "verbs") == 0)
 		cfg.fallback = FERRY_FALLBACK_REQUIRE;
+	/*
+	 * Busy polling never sleeps on a libfabric CQ, so it needs no wait object, which
+	 * costs tcp two system calls per message (providers/ofi: FERRY_OFI_WAIT_FD);
+	 * fi_pingpong's default spin mode opens its CQ without one too. A value the user
+	 * set wins.
+	 */
+	if (p->poll == PERF_POLL_BUSY)
+		setenv("FERRY_OFI_WAIT_FD", "0", 0);
 	want = (uint64_t)p->qps * (p->depth > PERF_DEF_RX_SEND ? p->depth : PERF_DEF_RX_SEND) +
 	       1024;
 	if (want > cfg.cq_size)

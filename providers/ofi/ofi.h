@@ -307,6 +307,7 @@ struct ofi_inst {
 	struct ferryi_list mrs;         /* struct ofi_mr */
 	struct ferryi_hmap conns;       /* struct ofi_ep by connection id      */
 	bool rma_check;                 /* FERRY_OFI_RMA_CHECK (default on)    */
+	bool wait_fd;                   /* FERRY_OFI_WAIT_FD (default on)      */
 	int db_fd;                      /* socket we ring shm doorbells with   */
 	int wake_fd;                    /* memfd of our ofi_wake_page, or -1   */
 	struct ofi_wake_page *wake;
