@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,14 +172,46 @@ uint16_t fz_listener_port(struct ferry_listener *l)
 
 int fz_raw_connect(uint16_t port)
 {
+	static uint32_t next_src;
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct sockaddr_in src = {.sin_family = AF_INET};
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 
 	if (fd < 0)
 		fz_fail(__FILE__, __LINE__, "socket: %s", strerror(errno));
+	/*
+	 * From a different 127.x.y.z each time: thousands of inputs a second wrap the
+	 * ephemeral port range within seconds, and a SYN that lands on the listener's
+	 * TIME_WAIT of the same 4-tuple may be answered with an ACK instead of a
+	 * SYN-ACK, which costs a 1 s SYN retransmission (and libFuzzer's SIGALRM then
+	 * interrupts the connect).
+	 */
+	next_src = next_src % 0xfffffeu + 1;
+	src.sin_addr.s_addr = htonl(0x7f000000u | (next_src + 1));
+	if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0)
+		fz_fail(__FILE__, __LINE__, "bind to a loopback source: %s", strerror(errno));
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	/* Blocking on purpose: on loopback the kernel completes it from the backlog. */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	/*
+	 * Blocking on purpose: on loopback the kernel completes it from the backlog. A
+	 * signal (libFuzzer's timer) may still interrupt it; the connection then goes on
+	 * in the background and poll() says when it is done.
+	 */
+	int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	if (rc < 0 && errno == EINTR) {
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+		int err = 0;
+		socklen_t elen = sizeof(err);
+
+		while ((rc = poll(&pfd, 1, 10000)) < 0 && errno == EINTR)
+			;
+		if (rc == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && !err) {
+			rc = 0;
+		} else {
+			errno = rc == 0 ? ETIMEDOUT : err ? err : errno;
+			rc = -1;
+		}
+	}
+	if (rc < 0)
 		fz_fail(__FILE__, __LINE__, "connect to 127.0.0.1:%u: %s", port,
 			strerror(errno));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
