@@ -93,22 +93,23 @@ const struct ferry_config *ferry_ctx_config(const struct ferry_ctx *ctx)
 
 /* ------------------------------------------------------------------ time */
 
-uint64_t ferryi_now_ns(const struct ferry_ctx *ctx)
+static uint64_t ctx_clock_ns(const struct ferry_ctx *ctx, clockid_t id)
 {
 	struct timespec ts;
 	if (ctx && ctx->clock_fn)
 		return ctx->clock_fn(ctx->clock_arg);
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t ferryi_now_ns(const struct ferry_ctx *ctx)
+{
+	return ctx_clock_ns(ctx, CLOCK_MONOTONIC);
 }
 
 uint64_t ferryi_coarse_now_ns(const struct ferry_ctx *ctx)
 {
-	struct timespec ts;
-	if (ctx && ctx->clock_fn)
-		return ctx->clock_fn(ctx->clock_arg);
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return ctx_clock_ns(ctx, CLOCK_MONOTONIC_COARSE);
 }
 
 uint64_t ferryi_ctx_pass_ns(const struct ferry_ctx *ctx)
@@ -357,17 +358,18 @@ static bool ctx_read_direct(struct ferry_ctx *ctx)
  */
 #define FERRYI_PASS_CLOCK_REUSE 16u
 
+/* The clock for a pass: the last pass's reading (last_progress_ns) or a fresh one. */
 static uint64_t ctx_pass_clock(struct ferry_ctx *ctx)
 {
 	if (ctx->clock_fn)
 		return ferryi_now_ns(ctx);
 	uint64_t tick = ferryi_coarse_now_ns(ctx);
 	if (tick != ctx->pass_clock_tick || ++ctx->pass_clock_uses >= FERRYI_PASS_CLOCK_REUSE) {
-		ctx->pass_clock_ns = ferryi_now_ns(ctx);
 		ctx->pass_clock_tick = tick;
 		ctx->pass_clock_uses = 0;
+		return ferryi_now_ns(ctx);
 	}
-	return ctx->pass_clock_ns;
+	return ctx->last_progress_ns;
 }
 
 int ferryi_progress_locked(struct ferry_ctx *ctx)

@@ -72,9 +72,8 @@ struct ferry_ctx {
 	uint32_t parked;                   /* hot handles out of epoll for now  */
 	uint32_t direct_passes;            /* direct passes since the last unpark */
 	uint64_t last_epoll_ns;            /* the last epoll read of a progress pass */
-	uint64_t pass_clock_ns;            /* see ctx_pass_clock                */
-	uint64_t pass_clock_tick;          /* the coarse clock at that reading  */
-	uint32_t pass_clock_uses;          /* passes that reused it             */
+	uint64_t pass_clock_tick;          /* coarse clock at the last fine reading of a pass */
+	uint32_t pass_clock_uses;          /* passes that reused it (ctx_pass_clock) */
 
 	struct ferry_cq *default_cq;
 	struct ferryi_list cqs, listeners, eps, mrs, rkeys;

@@ -405,12 +405,13 @@ void ofi_port_cq_close(struct ofi_port *port)
 void ofi_port_kick(struct ofi_port *port, uint64_t delay_ns)
 {
 	struct ferry_ctx *ctx = ofi_ctx(port);
-	/* Busy passes kick every time: spare them the clock when the timer is soon enough. */
-	if (ferryi_timer_armed(&port->timer) &&
-	    port->timer.due_ns <= ferryi_ctx_pass_ns(ctx) + delay_ns)
+	bool armed = ferryi_timer_armed(&port->timer);
+	/* Busy passes kick every time: spare them the clock when the timer is soon enough
+	 * by the pass's reading already (never ahead of now). */
+	if (armed && port->timer.due_ns <= ferryi_ctx_pass_ns(ctx) + delay_ns)
 		return;
 	uint64_t due = ferryi_now_ns(ctx) + delay_ns;
-	if (ferryi_timer_armed(&port->timer) && port->timer.due_ns <= due)
+	if (armed && port->timer.due_ns <= due)
 		return;
 	ferryi_timer_arm(ctx, &port->timer, due);
 }
