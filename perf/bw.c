@@ -72,9 +72,10 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 	uint64_t *tc = timed && !duration ? m->tcompleted : NULL;
 	struct ferry_completion c[PERF_POLL_BATCH];
 	uint64_t posted = 0, completed = 0, total = duration ? UINT64_MAX : per_ep * n;
-	uint64_t start, now, last, t_margin = 0, t_stop = 0, t_end = 0, win_c0 = 0;
+	uint64_t start, now, last;
 	struct perf_stamp_base base;
-	int stopping = 0, win = 0, progressed = 0, nc, rc;
+	struct perf_window win = { 0 };
+	int stopping = 0, progressed = 0, nc, rc;
 	unsigned idle = 0;
 	uint32_t e;
 
@@ -86,11 +87,8 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 	start = last = now = base.ns;
 	if (timed) {
 		m->t0 = start;
-		if (duration) {
-			t_margin = start + (uint64_t)(r->margin * 1e9);
-			t_stop = start + (uint64_t)((r->duration - r->margin) * 1e9);
-			t_end = start + (uint64_t)(r->duration * 1e9);
-		}
+		if (duration)
+			perf_window_start(&win, r, start);
 	}
 
 	while (completed < total) {
@@ -150,21 +148,8 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 				tc[completed] = now;
 			completed++;
 		}
-		if (duration && now) {
-			if (win == 0 && now >= t_margin) {
-				win = 1;
-				m->t0 = now;
-				win_c0 = completed;
-				perf_cpu_mark(&m->cpu0);
-			} else if (win == 1 && now >= t_stop) {
-				win = 2;
-				m->t1 = now;
-				m->ops = completed - win_c0;
-				perf_cpu_mark(&m->cpu1);
-			}
-			if (now >= t_end)
-				stopping = 1;
-		}
+		if (duration && now && perf_window_step(&win, m, now, completed))
+			stopping = 1;
 	}
 	if (timed && !duration) {
 		if (tp) {
@@ -176,7 +161,7 @@ static int bw_run(struct bw_state *st, uint64_t per_ep, struct perf_measure *m, 
 		m->ops = completed;
 		m->nstamps = completed;
 	}
-	if (duration && win < 2) {
+	if (duration && win.state < 2) {
 		fprintf(stderr, "ferry_perf: the measured window never closed\n");
 		return FERRY_EIO;
 	}

@@ -252,38 +252,22 @@ static int lat_client_run(struct lat_state *st, uint64_t count, struct perf_meas
 {
 	const struct perf_round *r = st->r;
 	const int duration = timed && r->duration > 0;
-	uint64_t start, now, t_margin = 0, t_stop = 0, t_end = 0, k0 = 0;
 	struct perf_stamp_base base;
-	int win = 0, rc;
+	struct perf_window win = { 0 };
+	int rc;
 
 	if (timed && !duration)
 		perf_cpu_mark(&m->cpu0);
 	perf_stamp_base(&base);
-	start = base.ns;
 	if (duration) {
-		t_margin = start + (uint64_t)(r->margin * 1e9);
-		t_stop = start + (uint64_t)((r->duration - r->margin) * 1e9);
-		t_end = start + (uint64_t)(r->duration * 1e9);
+		perf_window_start(&win, r, base.ns);
 		count = UINT64_MAX;
 	}
 	for (uint64_t k = 0; k < count; k++) {
 		if (timed && !duration) {
 			m->tlat[k] = perf_ticks();
-		} else if (timed) {
-			now = perf_now();
-			if (win == 0 && now >= t_margin) {
-				win = 1;
-				m->t0 = now;
-				k0 = k;
-				perf_cpu_mark(&m->cpu0);
-			} else if (win == 1 && now >= t_stop) {
-				win = 2;
-				m->t1 = now;
-				m->ops = k - k0;
-				perf_cpu_mark(&m->cpu1);
-			}
-			if (now >= t_end)
-				break;
+		} else if (timed && perf_window_step(&win, m, perf_now(), k)) {
+			break;
 		}
 		rc = lat_client_iter(st);
 		if (rc)
@@ -297,7 +281,7 @@ static int lat_client_run(struct lat_state *st, uint64_t count, struct perf_meas
 		m->ops = count;
 		m->nlat = count;
 	}
-	if (duration && win < 2) {
+	if (duration && win.state < 2) {
 		fprintf(stderr, "ferry_perf: the measured window never closed\n");
 		return FERRY_EIO;
 	}

@@ -36,6 +36,31 @@ void perf_stamps_to_ns(const struct perf_stamp_base *base, uint64_t *stamps, uin
 		stamps[i] = base->ns + (uint64_t)((double)(stamps[i] - base->ticks) * rate + 0.5);
 }
 
+void perf_window_start(struct perf_window *w, const struct perf_round *r, uint64_t start)
+{
+	memset(w, 0, sizeof(*w));
+	w->t_margin = start + (uint64_t)(r->margin * 1e9);
+	w->t_stop = start + (uint64_t)((r->duration - r->margin) * 1e9);
+	w->t_end = start + (uint64_t)(r->duration * 1e9);
+}
+
+int perf_window_step(struct perf_window *w, struct perf_measure *m, uint64_t now,
+		     uint64_t ops)
+{
+	if (w->state == 0 && now >= w->t_margin) {
+		w->state = 1;
+		m->t0 = now;
+		w->ops0 = ops;
+		perf_cpu_mark(&m->cpu0);
+	} else if (w->state == 1 && now >= w->t_stop) {
+		w->state = 2;
+		m->t1 = now;
+		m->ops = ops - w->ops0;
+		perf_cpu_mark(&m->cpu1);
+	}
+	return now >= w->t_end;
+}
+
 static double oob_tv(const struct timeval *tv)
 {
 	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;

@@ -269,6 +269,22 @@ static inline void perf_stamp_base(struct perf_stamp_base *b)
 /* Converts n perf_ticks() stamps taken since base (now over) into nanoseconds. */
 void perf_stamps_to_ns(const struct perf_stamp_base *base, uint64_t *stamps, uint64_t n);
 
+/*
+ * Duration mode's measured window, as perftest: r->margin seconds cut off at both ends.
+ * perf_window_step() takes the clock and the operations done so far: it opens the
+ * window (m->t0, cpu0), closes it (m->t1, m->ops, cpu1), and returns 1 once the whole
+ * duration is over. state is 2 when the window closed.
+ */
+struct perf_window {
+	uint64_t t_margin, t_stop, t_end;
+	uint64_t ops0;
+	int state;
+};
+
+void perf_window_start(struct perf_window *w, const struct perf_round *r, uint64_t start);
+int perf_window_step(struct perf_window *w, struct perf_measure *m, uint64_t now,
+		     uint64_t ops);
+
 void perf_cpu_mark(struct perf_cpu *m);
 /* User + system time between two marks over wall time, in percent. */
 double perf_cpu_pct(const struct perf_cpu *a, const struct perf_cpu *b);
