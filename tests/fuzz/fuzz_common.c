@@ -186,7 +186,7 @@ int fz_raw_connect(uint16_t port)
 	 * SYN-ACK, which costs a 1 s SYN retransmission (and libFuzzer's SIGALRM then
 	 * interrupts the connect).
 	 */
-	next_src = next_src % 0xfffffeu + 1;
+	next_src = next_src % 0xfffffdu + 1; /* 127.0.0.2 .. 127.255.255.254 */
 	src.sin_addr.s_addr = htonl(0x7f000000u | (next_src + 1));
 	if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0)
 		fz_fail(__FILE__, __LINE__, "bind to a loopback source: %s", strerror(errno));
