@@ -380,6 +380,7 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 	ferryi_ctx_assert_locked(ctx);
 	uint64_t now = ctx_pass_clock(ctx);
 	ctx->last_progress_ns = now;
+	ctx->progress_passes++;
 	/* With the fd exported, its readability must stay exact: every pass drains it. */
 	if (!ferryi_ctx_fd_exported(ctx) && (ctx->hot_handles == 0 || ctx_read_direct(ctx))) {
 		/* the real clock: a test's frozen clock must not stop epoll reads */
@@ -477,6 +478,7 @@ void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq
 	atomic_fetch_sub(&ctx->sleepers, 1);
 	if (n > 0 && ctx->poll_gen == gen0) {
 		ctx->last_progress_ns = ferryi_now_ns(ctx);
+		ctx->progress_passes++;
 		ctx_dispatch(evs, n);
 		ferryi_process_closes(ctx);
 	}

@@ -29,8 +29,9 @@
  * Probes and their answers refresh the probe lists only, so an endpoint that exchanges
  * only probes is still idle.
  *
- * The poller also runs a progress pass every time it wakes, so probes are answered and
- * acknowledgements read even when the application is not polling.
+ * The poller also runs a progress pass (timers included) when it wakes and the
+ * application has not run one for a tick, so probes are answered and acknowledgements
+ * read even when the application is not polling.
  */
 #include "core_priv.h"
 
@@ -274,21 +275,46 @@ static bool ctx_handshakes_pending(struct ferry_ctx *ctx)
 	return ctx->handshaking > 0;
 }
 
+/*
+ * Whether the application progresses the context itself: it ran a pass since the
+ * poller's last look, or less than a tick before it. Counted in passes, not read
+ * from the time of the last pass: a pass that drains a long queue of shm copies
+ * lasts longer than a tick, and the poller that waited for the lock meanwhile must
+ * not take the next pass for itself.
+ */
+static bool app_progressing(struct ferry_ctx *ctx, uint64_t now)
+{
+	if (ctx->progress_passes != ctx->poller_seen_passes) {
+		ctx->poller_seen_passes = ctx->progress_passes;
+		ctx->poller_seen_ns = now;
+		return true;
+	}
+	return now - ctx->poller_seen_ns < ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS);
+}
+
 uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 {
 	uint64_t now = ferryi_now_ns(ctx), next = UINT64_MAX;
+	bool app_active = app_progressing(ctx, now);
+	uint64_t quiet_at = ctx->poller_seen_ns + ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS);
 	/*
-	 * Progress only for applications that are not progressing themselves: competing
-	 * for the lock with a busy-polling thread would only add latency.
+	 * Progress, timers included, only for applications that are not progressing
+	 * themselves: each of their passes runs the timers that are due. Competing for the
+	 * lock with a busy-polling thread only adds latency, and timers do work: an ofi
+	 * retry timer that fired here drained the port and made a busy stream's shm copies
+	 * on this thread, a third runnable thread on a 2-core machine. Timers that fall
+	 * due while the application progresses wait until it has been quiet for a tick.
 	 */
-	if (now - ctx->last_progress_ns >= ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS))
+	if (!app_active) {
 		ferryi_progress_locked(ctx);
-	else
-		ferryi_timers_run(ctx, now);
+		ctx->poller_seen_passes = ctx->progress_passes; /* our own pass */
+	}
 	reap_tick(ctx, now, &next);
 	probe_tick(ctx, now, &next);
 	ferryi_process_closes(ctx);
 	uint64_t t = ferryi_timers_next(ctx);
+	if (app_active && t < quiet_at)
+		t = quiet_at;
 	if (t < next)
 		next = t;
 	/*
@@ -297,7 +323,6 @@ uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 	 */
 	if (!ferryi_list_empty(&ctx->listeners) || ctx_handshakes_pending(ctx)) {
 		/* While the application progresses itself, a slow tick is enough. */
-		bool app_active = now - ctx->last_progress_ns < ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS);
 		uint64_t a = now + ms_ns(app_active ? 10 * FERRYI_POLLER_ACCEPT_TICK_MS
 						    : FERRYI_POLLER_ACCEPT_TICK_MS);
 		if (a < next)

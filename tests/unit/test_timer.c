@@ -1,7 +1,8 @@
 /*
  * test_timer.c - the context's deadline min-heap (lib/timer.c): order under many
  * random deadlines, equal deadlines in arming order, cancel of arbitrary timers, and
- * callbacks that re-arm, arm or cancel. Runs on a context with the fake clock and no
+ * callbacks that re-arm, arm or cancel; and who runs due timers (the application's
+ * passes, or the poller when it makes none). Runs on a context with the fake clock and no
  * poller thread, so only the test moves time.
  */
 #include <setjmp.h>
@@ -412,6 +413,64 @@ static void test_rearm_past_due_does_not_starve_others(void **state)
 	done();
 }
 
+/* ------------------------------------------------------------------ who runs them */
+
+/* One tick of the poller thread (stopped here), as poller_main runs it. */
+static uint64_t poller_tick(void)
+{
+	ferryi_ctx_lock(ctx);
+	uint64_t next = ferryi_poller_tick(ctx);
+	ferryi_ctx_unlock(ctx);
+	return next;
+}
+
+/*
+ * While the application runs progress passes, due timers are its passes' work, not
+ * the poller's: a timer callback may do a lot (an ofi retry drained a port and made
+ * shm copies on the poller thread). Counted in passes, so that a pass longer than the
+ * poller's 10 ms tick still counts as the application's.
+ */
+static void test_poller_leaves_timers_to_a_progressing_application(void **state)
+{
+	(void)state;
+	struct tt x;
+	tt_init(&x, 1);
+	arm(&x, mt_clock_now() + 1 * MS);
+	assert_true(ferry_progress(ctx) >= 0); /* the application's pass: not due yet */
+	mt_clock_advance_ms(50);               /* ... and a long one, say */
+	uint64_t next = poller_tick();
+	assert_int_equal(x.fired, 0);
+	/* It does not spin on the due timer either: it looks again a tick later. */
+	assert_true(next > mt_clock_now());
+	mt_clock_advance_ms(5);
+	poller_tick();
+	assert_int_equal(x.fired, 0);
+	mt_clock_advance_ms(10); /* no pass for a whole tick: the poller takes over */
+	poller_tick();
+	assert_int_equal(x.fired, 1);
+	done();
+}
+
+/* An application that never progresses gets its timers from the poller at once. */
+static void test_poller_runs_timers_without_application_passes(void **state)
+{
+	(void)state;
+	struct tt x;
+	tt_init(&x, 1);
+	mt_clock_advance_ms(100); /* whatever passes setup made are a tick old */
+	poller_tick();
+	arm(&x, mt_clock_now() + 1 * MS);
+	mt_clock_advance_ms(2);
+	poller_tick();
+	assert_int_equal(x.fired, 1);
+	/* Its own pass does not count as the application's. */
+	arm(&x, mt_clock_now() + 1 * MS);
+	mt_clock_advance_ms(2);
+	poller_tick();
+	assert_int_equal(x.fired, 2);
+	done();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -424,6 +483,10 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_rearm_past_due_does_not_starve_others, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_poller_leaves_timers_to_a_progressing_application,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_poller_runs_timers_without_application_passes,
+						setup, teardown),
 	};
 	return cmocka_run_group_tests_name("unit.timer", tests, group_setup, NULL);
 }
