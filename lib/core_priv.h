@@ -15,9 +15,10 @@ struct ferryi_cqe {
 
 struct ferry_cq {
 	struct ferry_ctx *ctx;
-	pthread_mutex_t lock;        /* leaf lock: ring and counts           */
-	struct ferryi_cqe *ring;
-	uint32_t cap, head, count;
+	struct ferryi_cqe *ring;     /* the ring and counts: under the ctx lock */
+	uint32_t cap, head;
+	_Atomic uint32_t count;      /* also read unlocked by a thread about to
+					sleep (ferryi_cq_count)                */
 	uint32_t reserved;           /* posted ops that will report here     */
 	bool is_default;
 	struct ferryi_list_node ctx_link;

@@ -2,6 +2,12 @@
  * cq.c - completion queues: a bounded ring per queue. Every user operation reserves
  * its entry when posted, so pushing a completion never fails and never drops; a full
  * queue makes new posts fail with FERRY_EAGAIN instead.
+ *
+ * Everything here runs under the context lock, which every post, completion and poll
+ * holds anyway; a lock of the queue's own cost a busy poll two lock pairs per pass.
+ * The one reader without it is a thread about to sleep (ferryi_cq_count): the count
+ * is stored sequentially consistent before the pusher looks for sleepers, and a
+ * sleeper counts itself before it reads the count, so one of them sees the other.
  */
 #include "core_priv.h"
 
@@ -15,44 +21,39 @@ int ferryi_cq_init(struct ferry_ctx *ctx, struct ferry_cq *cq, bool is_default)
 	cq->ring = calloc(cq->cap, sizeof(*cq->ring));
 	if (!cq->ring)
 		return FERRY_ENOMEM;
-	pthread_mutex_init(&cq->lock, NULL);
 	cq->is_default = is_default;
 	ferryi_list_push_back(&ctx->cqs, &cq->ctx_link);
 	return 0;
 }
 
+static uint32_t cq_count_locked(const struct ferry_cq *cq)
+{
+	return atomic_load_explicit(&cq->count, memory_order_relaxed);
+}
+
 int ferryi_cq_reserve(struct ferry_cq *cq)
 {
-	int rc = 0;
-	pthread_mutex_lock(&cq->lock);
-	if (cq->count + cq->reserved >= cq->cap)
-		rc = FERRY_EAGAIN;
-	else
-		cq->reserved++;
-	pthread_mutex_unlock(&cq->lock);
-	return rc;
+	if (cq_count_locked(cq) + cq->reserved >= cq->cap)
+		return FERRY_EAGAIN;
+	cq->reserved++;
+	return 0;
 }
 
 void ferryi_cq_unreserve(struct ferry_cq *cq)
 {
-	pthread_mutex_lock(&cq->lock);
 	cq->reserved--;
-	pthread_mutex_unlock(&cq->lock);
 }
 
 void ferryi_cq_push(struct ferry_cq *cq, const struct ferry_completion *c,
 		    struct ferryi_prov_inst *pi)
 {
-	bool was_empty;
-	pthread_mutex_lock(&cq->lock);
-	was_empty = cq->count == 0;
-	struct ferryi_cqe *e = &cq->ring[(cq->head + cq->count) % cq->cap];
+	uint32_t count = cq_count_locked(cq);
+	struct ferryi_cqe *e = &cq->ring[(cq->head + count) % cq->cap];
 	e->c = *c;
 	e->pi = pi;
-	cq->count++;
 	cq->reserved--;
-	pthread_mutex_unlock(&cq->lock);
-	if (was_empty && (atomic_load(&cq->ctx->sleepers) ||
+	atomic_store(&cq->count, count + 1);
+	if (count == 0 && (atomic_load(&cq->ctx->sleepers) ||
 			  atomic_load_explicit(&cq->ctx->fd_exported, memory_order_relaxed)))
 		ferryi_ctx_wake(cq->ctx);
 }
@@ -60,14 +61,14 @@ void ferryi_cq_push(struct ferry_cq *cq, const struct ferry_completion *c,
 /* Pops up to max entries; the caller holds the ctx lock (entries hold ep refs). */
 static int cq_pop_locked(struct ferry_cq *cq, struct ferry_completion *out, int max)
 {
+	uint32_t count = cq_count_locked(cq);
 	int n = 0;
-	pthread_mutex_lock(&cq->lock);
-	while (n < max && cq->count > 0) {
+	while (n < max && count > 0) {
 		out[n++] = cq->ring[cq->head].c;
 		cq->head = (cq->head + 1) % cq->cap;
-		cq->count--;
+		count--;
 	}
-	pthread_mutex_unlock(&cq->lock);
+	atomic_store_explicit(&cq->count, count, memory_order_relaxed);
 	for (int i = 0; i < n; i++)
 		ferryi_ep_unref(out[i].ep); /* documented as borrowed from here on */
 	return n;
@@ -75,10 +76,7 @@ static int cq_pop_locked(struct ferry_cq *cq, struct ferry_completion *out, int 
 
 uint32_t ferryi_cq_count(struct ferry_cq *cq)
 {
-	pthread_mutex_lock(&cq->lock);
-	uint32_t n = cq->count;
-	pthread_mutex_unlock(&cq->lock);
-	return n;
+	return atomic_load(&cq->count);
 }
 
 bool ferryi_cqs_nonempty(struct ferry_ctx *ctx)
@@ -86,7 +84,7 @@ bool ferryi_cqs_nonempty(struct ferry_ctx *ctx)
 	struct ferryi_list_node *n, *t;
 	ferryi_list_foreach_safe(&ctx->cqs, n, t) {
 		struct ferry_cq *cq = ferryi_container_of(n, struct ferry_cq, ctx_link);
-		if (cq->count)
+		if (cq_count_locked(cq))
 			return true;
 	}
 	return false;
@@ -94,20 +92,21 @@ bool ferryi_cqs_nonempty(struct ferry_ctx *ctx)
 
 void ferryi_cq_discard_all(struct ferry_cq *cq)
 {
-	while (cq->count > 0) {
+	uint32_t count = cq_count_locked(cq);
+	while (count > 0) {
 		struct ferryi_cqe *e = &cq->ring[cq->head];
 		e->pi->stats.completions_discarded++;
 		cq->head = (cq->head + 1) % cq->cap;
-		cq->count--;
+		count--;
 		ferryi_ep_unref(e->c.ep);
 	}
+	atomic_store_explicit(&cq->count, 0, memory_order_relaxed);
 }
 
 void ferryi_cq_free(struct ferry_cq *cq)
 {
 	if (ferryi_node_linked(&cq->ctx_link))
 		ferryi_list_remove(&cq->ctx_link);
-	pthread_mutex_destroy(&cq->lock);
 	free(cq->ring);
 	free(cq);
 }
@@ -141,9 +140,9 @@ int ferry_cq_destroy(struct ferry_cq *cq)
 		return FERRY_EINVAL;
 	struct ferry_ctx *ctx = cq->ctx;
 	ferryi_ctx_lock(ctx);
-	if (cq->count || cq->reserved) {
+	if (cq_count_locked(cq) || cq->reserved) {
 		FERRYI_DBG(ctx, "cq destroy refused: %u completions waiting, %u ops in flight",
-			   cq->count, cq->reserved);
+			   cq_count_locked(cq), cq->reserved);
 		ferryi_ctx_unlock(ctx);
 		return FERRY_EBUSY;
 	}
