@@ -27,8 +27,7 @@
 void ferryi_ctx_lock(struct ferry_ctx *ctx)
 {
 	pthread_mutex_lock(&ctx->lock);
-	ctx->lock_owner = pthread_self();
-	ctx->locked = true;
+	ferryi_ctx_took_lock(ctx);
 }
 
 static void ctx_run_deferred(struct ferry_ctx *ctx, struct ferryi_list *todo)
@@ -107,9 +106,11 @@ uint64_t ferryi_now_ns(const struct ferry_ctx *ctx)
 	return ctx_clock_ns(ctx, CLOCK_MONOTONIC);
 }
 
-uint64_t ferryi_coarse_now_ns(const struct ferry_ctx *ctx)
+uint64_t ferryi_coarse_now_ns(struct ferry_ctx *ctx)
 {
-	return ctx_clock_ns(ctx, CLOCK_MONOTONIC_COARSE);
+	if (!ctx->hold_coarse_ns)
+		ctx->hold_coarse_ns = ctx_clock_ns(ctx, CLOCK_MONOTONIC_COARSE);
+	return ctx->hold_coarse_ns;
 }
 
 uint64_t ferryi_ctx_pass_ns(const struct ferry_ctx *ctx)
@@ -378,6 +379,7 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 	int n, events = 0;
 
 	ferryi_ctx_assert_locked(ctx);
+	ferryi_coarse_expire(ctx);
 	uint64_t now = ctx_pass_clock(ctx);
 	ctx->last_progress_ns = now;
 	ctx->progress_passes++;
@@ -419,6 +421,7 @@ int ferryi_progress_hooks_locked(struct ferry_ctx *ctx, uint64_t now)
 	if (atomic_load_explicit(&ctx->fd_exported, memory_order_relaxed) &&
 	    ferryi_cqs_nonempty(ctx))
 		ferryi_ctx_wake(ctx);
+	ferryi_coarse_expire(ctx); /* the pass may have been long: what follows reads again */
 	return events;
 }
 

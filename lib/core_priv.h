@@ -57,6 +57,8 @@ struct ferry_ctx {
 	pthread_mutex_t lock;
 	pthread_t lock_owner;
 	bool locked;
+	uint64_t hold_coarse_ns;           /* ferryi_coarse_now_ns() of this lock hold
+					      or pass; 0 until read                 */
 	struct ferry_config cfg;
 	char providers_filter[256];
 	struct ferryi_prov_inst *provs[FERRYI_MAX_PROVS];
@@ -238,5 +240,19 @@ void ferryi_poller_kick(struct ferry_ctx *ctx);
 
 /* stats.c */
 #define FERRYI_STAT(ep_or_pi_stats, field, delta) ((ep_or_pi_stats)->field += (delta))
+
+/* The next ferryi_coarse_now_ns() reads the clock again. */
+static inline void ferryi_coarse_expire(struct ferry_ctx *ctx)
+{
+	ctx->hold_coarse_ns = 0;
+}
+
+/* Every taker of the context lock calls this once it holds it. */
+static inline void ferryi_ctx_took_lock(struct ferry_ctx *ctx)
+{
+	ctx->lock_owner = pthread_self();
+	ctx->locked = true;
+	ferryi_coarse_expire(ctx);
+}
 
 #endif /* FERRY_LIB_CORE_PRIV_H */

@@ -357,8 +357,7 @@ static void poller_lock(struct ferry_ctx *ctx)
 	}
 	pthread_mutex_lock(&ctx->lock);
 locked:
-	ctx->lock_owner = pthread_self();
-	ctx->locked = true;
+	ferryi_ctx_took_lock(ctx);
 }
 
 static void *poller_main(void *arg)
@@ -387,8 +386,7 @@ static void *poller_main(void *arg)
 		ctx->poller_due_ns = next;
 		int rc = pthread_cond_timedwait(&ctx->poller_cond, &ctx->lock, &ts);
 		ctx->poller_due_ns = 0;
-		ctx->lock_owner = pthread_self();
-		ctx->locked = true;
+		ferryi_ctx_took_lock(ctx);
 		if (rc == ETIMEDOUT && !ctx->poller_stop) {
 			/* Woken by time, not by a kick: hand the lock back and retake it politely. */
 			ctx->locked = false;

@@ -158,8 +158,7 @@ static bool ctx_trylock(struct ferry_ctx *ctx)
 {
 	if (pthread_mutex_trylock(&ctx->lock) != 0)
 		return false;
-	ctx->lock_owner = pthread_self();
-	ctx->locked = true;
+	ferryi_ctx_took_lock(ctx);
 	return true;
 }
 
