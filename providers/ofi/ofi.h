@@ -158,7 +158,7 @@ struct ofi_txchunk {
 
 struct ofi_rxbuf {
 	struct ofi_ctx c;
-	struct ferryi_list_node link; /* port->rx_repost while not posted */
+	struct ferryi_list_node link; /* port->rx_repost or rx_done while not posted */
 	struct ofi_port *port;
 	uint8_t *buf;
 };
@@ -205,7 +205,10 @@ struct ofi_port {
 	struct fid_mr *rx_mr;
 	void *rx_desc;
 	struct ofi_rxbuf rx[OFI_RX_DEPTH];
-	struct ferryi_list rx_repost;
+	struct ferryi_list rx_repost; /* refused by fi_recv: retried             */
+	struct ferryi_list rx_done;   /* consumed: posted at the next pass      */
+	uint32_t rx_ndone;
+	bool rx_defer;                /* this pass may leave buffers in rx_done */
 	/* send */
 	struct ofi_txchunk *chunks;
 	unsigned ntx, tx_out;
@@ -385,6 +388,8 @@ void ofi_tx_complete(struct ofi_txbuf *tb, int status, const char *why);
 void ofi_rma_complete(struct ofi_rma *r, int status, const char *why);
 void ofi_port_retry(struct ofi_port *port);
 void ofi_rx_post(struct ofi_port *port, struct ofi_rxbuf *rb);
+void ofi_rx_done(struct ofi_port *port, struct ofi_rxbuf *rb);
+void ofi_rx_post_done(struct ofi_port *port);
 
 /* ofi_ep.c: ports */
 int ofi_port_open(struct ofi_dom *dom, const void *src, size_t srclen,

@@ -497,9 +497,13 @@ int ofi_port_progress(struct ofi_port *port, bool arm)
 	if (!port->cq)
 		return 0;
 	port->refs++; /* the port outlives this pass even if its last endpoint goes */
+	if (port->rx_ndone)
+		ofi_rx_post_done(port); /* before the drain, which reads what they complete */
+	port->rx_defer = !arm;
 	for (int round = 0; round < OFI_TRYWAIT_ROUNDS; round++) {
 		handled += ofi_cq_drain(port, &budget);
-		ofi_port_retry(port);
+		if (ofi_port_has_blocked(port))
+			ofi_port_retry(port);
 		if (settled || budget <= 0)
 			break;
 		struct fid *f = &port->cq->fid;
@@ -509,6 +513,7 @@ int ofi_port_progress(struct ofi_port *port, bool arm)
 		settled = true;
 		break;
 	}
+	port->rx_defer = false;
 	if (budget <= 0 || !settled) {
 		/* More to do than one pass may take: come back soon rather than spin. */
 		ofi_port_kick(port, OFI_BACKOFF_MIN_NS);

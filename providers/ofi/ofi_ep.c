@@ -393,7 +393,7 @@ void ofi_rx_complete(struct ofi_rxbuf *rb, size_t len, int status)
 		return;
 	}
 	ofi_rx_handle(port, rb->buf, len);
-	ofi_rx_post(port, rb);
+	ofi_rx_done(port, rb);
 }
 
 int ofi_send(struct ferry_ep *ep, struct ferryi_op *op)

@@ -195,6 +195,35 @@ void ofi_rx_post(struct ofi_port *port, struct ofi_rxbuf *rb)
 	ofi_port_kick(port, 50000);
 }
 
+/*
+ * A consumed buffer goes back to libfabric at the start of the port's next pass rather
+ * than at once: in a ping-pong the answer then leaves before the repost (on shm,
+ * fi_recv is a quarter of our receive path), which happens while we wait for the next
+ * message. A pass that drains many messages reposts once a quarter of the buffers
+ * waits, so a stream never runs short. A pass before a sleep (or with the context fd
+ * exported) reposts at once, before its last look at the CQ: a repost can complete at
+ * once (an unexpected message libfabric kept), and nobody would read that completion.
+ */
+void ofi_rx_done(struct ofi_port *port, struct ofi_rxbuf *rb)
+{
+	if (!port->rx_defer) {
+		ofi_rx_post(port, rb);
+		return;
+	}
+	ferryi_list_push_back(&port->rx_done, &rb->link);
+	if (++port->rx_ndone >= OFI_RX_DEPTH / 4)
+		ofi_rx_post_done(port);
+}
+
+void ofi_rx_post_done(struct ofi_port *port)
+{
+	struct ferryi_list_node *n;
+
+	port->rx_ndone = 0;
+	while ((n = ferryi_list_pop_front(&port->rx_done)))
+		ofi_rx_post(port, ferryi_container_of(n, struct ofi_rxbuf, link));
+}
+
 /* Posts a filled send buffer; 0 when libfabric took it, else -FI_E*. */
 int ofi_tx_post(struct ofi_port *port, struct ofi_peer *peer, struct ofi_txbuf *tb)
 {
@@ -434,6 +463,7 @@ int ofi_port_open(struct ofi_dom *dom, const void *src, size_t srclen, const cha
 	ferryi_node_init(&port->link);
 	ferryi_node_init(&port->shm_link);
 	ferryi_list_init(&port->rx_repost);
+	ferryi_list_init(&port->rx_done);
 	ferryi_list_init(&port->tx_free);
 	ferryi_list_init(&port->ctlq);
 	ferryi_list_init(&port->blocked);
