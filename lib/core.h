@@ -317,8 +317,9 @@ struct ferry_ep {
 	uint64_t last_use_ns;              /* user traffic, for idle reaping           */
 	struct ferryi_list_node idle_link; /* ctx->idle_lru, by last_use_ns            */
 	struct ferryi_list_node probe_link; /* ctx->probe_lru (ops in flight or a probe
-					      unanswered) or ctx->keepalive_lru (the
-					      rest), by probe_base_ns                 */
+					      unanswered, or were until the tick
+					      looks) or ctx->keepalive_lru (the rest),
+					      by probe_base_ns                        */
 	uint64_t probe_base_ns;            /* last input, probe sent, or list change   */
 	uint32_t probes_unanswered;
 	bool probe_watched;                /* on probe_lru, not keepalive_lru          */

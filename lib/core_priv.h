@@ -117,7 +117,8 @@ struct ferry_ctx {
 	/* poller thread: idle reaping and health probes over intrusive LRU lists */
 	struct ferryi_list idle_lru;       /* connected eps, least recently used first */
 	struct ferryi_list probe_lru;      /* eps being watched (ops in flight or a
-					      probe unanswered), longest silent first */
+					      probe unanswered, or were until the tick
+					      looks), longest silent first           */
 	struct ferryi_list keepalive_lru;  /* the other connected eps, the same order  */
 	pthread_cond_t poller_cond;
 	pthread_t poller;
@@ -230,8 +231,8 @@ uint64_t ferryi_poller_tick(struct ferry_ctx *ctx);
 void ferryi_ep_track(struct ferry_ep *ep);   /* connected: join the LRU lists */
 void ferryi_ep_untrack(struct ferry_ep *ep); /* closed: leave them            */
 void ferryi_ep_touch_use(struct ferry_ep *ep);
-/* ep->ops became empty or non-empty: the endpoint changes probe cadence. */
-void ferryi_ep_ops_changed(struct ferry_ep *ep);
+/* ep->ops became non-empty: the endpoint is watched (probe cadence) from now. */
+void ferryi_ep_ops_began(struct ferry_ep *ep);
 /* A hold was taken (or the endpoint connected held): the peer must not reap its side. */
 void ferryi_ep_pin_changed(struct ferry_ep *ep);
 /* FERRYI_PROBE_PINNED or 0 for a probe or probe answer about to go out. */

@@ -89,7 +89,7 @@ int ferryi_op_alloc2(struct ferry_ep *ep, enum ferry_op_type type, struct ferry_
 	ferryi_ep_ref(ep);
 	ferryi_list_push_back(&ep->ops, &op->link);
 	if (ferryi_list_first(&ep->ops) == &op->link)
-		ferryi_ep_ops_changed(ep);
+		ferryi_ep_ops_began(ep);
 	*out = op;
 	return 0;
 nomem:
@@ -111,11 +111,8 @@ static void op_release(struct ferryi_op *op)
 {
 	struct ferry_ctx *ctx = op->ep->ctx;
 	ferryi_timer_cancel(ctx, &op->deadline);
-	if (ferryi_node_linked(&op->link)) {
-		ferryi_list_remove(&op->link);
-		if (ferryi_list_empty(&op->ep->ops))
-			ferryi_ep_ops_changed(op->ep);
-	}
+	if (ferryi_node_linked(&op->link))
+		ferryi_list_remove(&op->link); /* the poller sees when ep->ops empties */
 	if (ferryi_node_linked(&op->qlink))
 		ferryi_list_remove(&op->qlink);
 	if (op->mr) {

@@ -17,7 +17,10 @@
  *     moves the endpoint to probe_lru, where the fast cadence decides. Probing 10,000
  *     idle endpoints every second cost a fifth of a core (docs/BENCHMARKS.md).
  * Both lists are ordered by probe_base_ns: input of any kind, a probe sent, or the
- * move between lists (every insertion is at the tail with the current time).
+ * move between lists (every insertion is at the tail with the current time). An
+ * endpoint whose last op finished leaves probe_lru only when its silence is due there
+ * (a ping-pong would otherwise move it twice per message); its first keepalive then
+ * comes probe_idle_interval_ms after that move.
  *
  * Pinning crosses the wire as a flag on probes and their answers, remembered by the
  * peer (peer_pinned): an endpoint held on one side is not reaped on the other even
@@ -117,9 +120,15 @@ void ferryi_ep_rx_activity(struct ferry_ep *ep)
 	ep_probe_requeue(ep);
 }
 
-void ferryi_ep_ops_changed(struct ferry_ep *ep)
+/*
+ * Only the first op moves an endpoint (to probe_lru). When the last op finishes, the
+ * endpoint stays there until its silence falls due and the tick moves it
+ * (probe_list_tick): a ping-pong empties and refills its op list with every message,
+ * and would otherwise move between the lists twice per message.
+ */
+void ferryi_ep_ops_began(struct ferry_ep *ep)
 {
-	if (ferryi_node_linked(&ep->probe_link) && ep->probe_watched != ep_watched(ep))
+	if (ferryi_node_linked(&ep->probe_link) && !ep->probe_watched && ep_watched(ep))
 		ep_probe_requeue(ep);
 }
 
@@ -241,6 +250,10 @@ static void probe_list_tick(struct ferry_ctx *ctx, struct ferryi_list *list, uin
 			if (due < *next)
 				*next = due;
 			return;
+		}
+		if (ep->probe_watched && !ep_watched(ep)) {
+			ep_probe_requeue(ep); /* its ops finished since: keepalives from now on */
+			continue;
 		}
 		/* Every peer answers probes, whether or not it sends its own. */
 		if (ep->probes_unanswered > 0)

@@ -548,6 +548,32 @@ static void test_post_on_idle_endpoint_watches_peer(void **state)
 	mt_pair_close(&P);
 }
 
+/*
+ * Once its last op finished, an endpoint goes back to keepalives. It leaves the fast
+ * list only when the tick finds it due there (a ping-pong would otherwise move it with
+ * every message), and is not probed at the fast cadence meanwhile or afterwards.
+ */
+static void test_finished_ops_return_to_keepalives(void **state)
+{
+	(void)state;
+	struct ferry_config ca, cb;
+	cfgs_two_cadences(&ca, &cb, 0, 0);
+	open_pair(&ca, &cb);
+	for (uint64_t i = 0; i < 5; i++)
+		exchange(P.ea, P.eb, i);
+	unsigned p0 = mock_count(MOCK_CNT_PROBE);
+	/* The fast cadence would have probed eight times by now. */
+	advance(900, 10);
+	assert_int_equal(mock_count(MOCK_CNT_PROBE), p0);
+	/* Keepalives, 1 s after the move 100 ms in: one exchange, maybe two. */
+	advance(1200, 10);
+	unsigned n = mock_count(MOCK_CNT_PROBE) - p0;
+	assert_true(n >= 1 && n <= 3);
+	assert_int_equal(ferry_ep_status(P.ea), 0);
+	assert_int_equal(ferry_ep_status(P.eb), 0);
+	mt_pair_close(&P);
+}
+
 /* Nothing in flight: a silent peer is found by the keepalive, then the fast cadence. */
 static void test_idle_silent_peer_found_by_keepalive(void **state)
 {
@@ -928,6 +954,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_idle_endpoints_get_keepalives_only, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_post_on_idle_endpoint_watches_peer, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_finished_ops_return_to_keepalives, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_idle_silent_peer_found_by_keepalive, setup,
 						teardown),
