@@ -385,6 +385,7 @@ const char *ofi_cqe_str(const struct ofi_port *port, const struct fi_cq_err_entr
 /* ofi_ep.c: called by ofi_cq.c for completions */
 void ofi_rx_complete(struct ofi_rxbuf *rb, size_t len, int status);
 void ofi_tx_complete(struct ofi_txbuf *tb, int status, const char *why);
+void ofi_tx_done(struct ofi_txbuf *tb, struct ofi_peer *peer, int status, const char *why);
 void ofi_rma_complete(struct ofi_rma *r, int status, const char *why);
 void ofi_port_retry(struct ofi_port *port);
 void ofi_rx_post(struct ofi_port *port, struct ofi_rxbuf *rb);

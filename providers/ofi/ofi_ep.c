@@ -213,18 +213,26 @@ void ofi_ep_flush(struct ofi_ep *oep)
 	}
 }
 
+/* A send the CQ reports: the buffer was in flight, holding its peer. */
 void ofi_tx_complete(struct ofi_txbuf *tb, int status, const char *why)
+{
+	struct ofi_peer *peer = tb->peer;
+
+	tb->port->tx_out--;
+	if (tb->ep)
+		ferryi_list_remove(&tb->link);
+	tb->peer = NULL;
+	ofi_tx_done(tb, peer, status, why);
+}
+
+/* The buffer is ours again (and peer's hold, if any, given back): tell its op. */
+void ofi_tx_done(struct ofi_txbuf *tb, struct ofi_peer *peer, int status, const char *why)
 {
 	struct ofi_port *port = tb->port;
 	struct ferry_ep *ep = tb->ep;
 	struct ferryi_op *op = tb->op;
-	struct ofi_peer *peer = tb->peer;
 	uint8_t kind = tb->kind;
 
-	port->tx_out--;
-	if (ep)
-		ferryi_list_remove(&tb->link);
-	tb->peer = NULL;
 	ofi_tx_put(port, tb);
 	ofi_peer_put(port, peer);
 	if (!ep) {

@@ -244,16 +244,18 @@ int ofi_tx_post(struct ofi_port *port, struct ofi_peer *peer, struct ofi_txbuf *
 	ofi_post_end(peer);
 	if (rc)
 		return (int)rc;
+	/* The handshake and BYE may travel before or after the hello's word is current. */
+	ofi_ring(port, peer, tb->kind == OFI_K_CONNREQ || tb->kind == OFI_K_CONNACK ||
+				     tb->kind == OFI_K_CONNREJ || tb->kind == OFI_K_BYE);
+	if (inject) {
+		ofi_tx_done(tb, NULL, 0, NULL); /* the buffer never left: no accounting */
+		return 0;
+	}
 	tb->peer = peer;
 	peer->refs++;
 	port->tx_out++;
 	if (tb->ep)
 		ferryi_list_push_back(&ofi_ep(tb->ep)->tx_busy, &tb->link);
-	/* The handshake and BYE may travel before or after the hello's word is current. */
-	ofi_ring(port, peer, tb->kind == OFI_K_CONNREQ || tb->kind == OFI_K_CONNACK ||
-				     tb->kind == OFI_K_CONNREJ || tb->kind == OFI_K_BYE);
-	if (inject)
-		ofi_tx_complete(tb, 0, NULL); /* the buffer is ours again already */
 	return 0;
 }
 
