@@ -247,6 +247,9 @@ struct ferryi_op {
 	unsigned flags;                    /* FERRY_OP_*                              */
 	struct ferryi_timer deadline;
 	bool mr_internal;                  /* op->mr was registered for this op only  */
+	bool key_lent;                     /* read: the peer sent op->rkey for this very
+					      read (rendezvous) and keeps its region
+					      until our finish                         */
 	bool receiving;                    /* recv: a provider is writing its buffer   */
 	/* rendezvous */
 	struct ferryi_op *rndv_peer;       /* recv <-> its internal read, either way   */

@@ -523,6 +523,7 @@ static void rndv_start(struct ferryi_op *recv, uint64_t size, uint64_t offset,
 	rop->xfer = size;
 	rop->rkey = rkey;
 	rop->remote_offset = offset;
+	rop->key_lent = true;
 	rkey = NULL;
 	rop->done_fn = rndv_read_done;
 	rop->rndv_peer = recv;

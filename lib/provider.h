@@ -160,7 +160,10 @@ struct ferryi_provider {
 	 * The core has already checked the offset/length against the rkey's region length;
 	 * the target side (the peer's provider) checks again against its own registry
 	 * with ferryi_mr_remote_get(). Transfers above the device's message size are
-	 * split by the provider. Mandatory.
+	 * split by the provider. A read with op->key_lent is a rendezvous: the peer sent
+	 * the key for this very read and keeps the region until the core's finish, so a
+	 * provider that asks the target before moving data (ofi's checked protocol) need
+	 * not ask. Mandatory.
 	 */
 	int (*write)(struct ferry_ep *ep, struct ferryi_op *op);
 	int (*read)(struct ferry_ep *ep, struct ferryi_op *op);

@@ -52,6 +52,8 @@
  * -> the target checks it with ferryi_mr_remote_get() and holds the region -> RMA_ACK
  * {status, hold id} -> the transfer -> RMA_DONE releases the hold. With
  * FERRY_OFI_RMA_CHECK=0 the fabric's own checks are trusted (one round trip less).
+ * The core's rendezvous reads skip the check always: the target sent that key in its
+ * announce for this very read and keeps the region until the finish.
  *
  * Ops and close: an op belongs to us until ferryi_op_done. On close, queued ops and
  * sends already copied complete at once with the close reason; one-sided ops whose

@@ -64,7 +64,8 @@ static int ofi_rma_start(struct ferry_ep *ep, struct ferryi_op *op, bool write)
 	r->ep = ep;
 	r->op = op;
 	r->write = write;
-	r->checked = dom->inst->rma_check || dom->is_shm;
+	/* A rendezvous read's key comes from the target itself, for this read. */
+	r->checked = !op->key_lent && (dom->inst->rma_check || dom->is_shm);
 	r->raddr = (ent.virt ? ent.base : 0) + op->remote_offset;
 	r->region_key = ent.region_key;
 	ferryi_node_init(&r->retry_link);
