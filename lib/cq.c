@@ -5,9 +5,11 @@
  *
  * Everything here runs under the context lock, which every post, completion and poll
  * holds anyway; a lock of the queue's own cost a busy poll two lock pairs per pass.
- * The one reader without it is a thread about to sleep (ferryi_cq_count): the count
- * is stored sequentially consistent before the pusher looks for sleepers, and a
- * sleeper counts itself before it reads the count, so one of them sees the other.
+ * The one reader without it is a thread about to sleep (ferryi_cq_count), which
+ * counted itself among the sleepers under the lock: a push under the lock before
+ * that is visible to it, a push after it sees the sleeper and wakes it. The lock
+ * orders both cases, so the count is atomic only to be read unlocked, and relaxed (a
+ * sequentially consistent store cost every completion a locked instruction).
  */
 #include "core_priv.h"
 
@@ -52,7 +54,7 @@ void ferryi_cq_push(struct ferry_cq *cq, const struct ferry_completion *c,
 	e->c = *c;
 	e->pi = pi;
 	cq->reserved--;
-	atomic_store(&cq->count, count + 1);
+	atomic_store_explicit(&cq->count, count + 1, memory_order_relaxed);
 	if (count == 0 && (atomic_load(&cq->ctx->sleepers) ||
 			  atomic_load_explicit(&cq->ctx->fd_exported, memory_order_relaxed)))
 		ferryi_ctx_wake(cq->ctx);
@@ -76,7 +78,7 @@ static int cq_pop_locked(struct ferry_cq *cq, struct ferry_completion *out, int 
 
 uint32_t ferryi_cq_count(struct ferry_cq *cq)
 {
-	return atomic_load(&cq->count);
+	return atomic_load_explicit(&cq->count, memory_order_relaxed);
 }
 
 bool ferryi_cqs_nonempty(struct ferry_ctx *ctx)
