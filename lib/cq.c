@@ -28,14 +28,15 @@ int ferryi_cq_init(struct ferry_ctx *ctx, struct ferry_cq *cq, bool is_default)
 	return 0;
 }
 
-static uint32_t cq_count_locked(const struct ferry_cq *cq)
+/* Relaxed everywhere: under the lock, and for the sleeper (see above). */
+static uint32_t cq_count(const struct ferry_cq *cq)
 {
 	return atomic_load_explicit(&cq->count, memory_order_relaxed);
 }
 
 int ferryi_cq_reserve(struct ferry_cq *cq)
 {
-	if (cq_count_locked(cq) + cq->reserved >= cq->cap)
+	if (cq_count(cq) + cq->reserved >= cq->cap)
 		return FERRY_EAGAIN;
 	cq->reserved++;
 	return 0;
@@ -49,7 +50,7 @@ void ferryi_cq_unreserve(struct ferry_cq *cq)
 void ferryi_cq_push(struct ferry_cq *cq, const struct ferry_completion *c,
 		    struct ferryi_prov_inst *pi)
 {
-	uint32_t count = cq_count_locked(cq);
+	uint32_t count = cq_count(cq);
 	struct ferryi_cqe *e = &cq->ring[(cq->head + count) % cq->cap];
 	e->c = *c;
 	e->pi = pi;
@@ -63,7 +64,7 @@ void ferryi_cq_push(struct ferry_cq *cq, const struct ferry_completion *c,
 /* Pops up to max entries; the caller holds the ctx lock (entries hold ep refs). */
 static int cq_pop_locked(struct ferry_cq *cq, struct ferry_completion *out, int max)
 {
-	uint32_t count = cq_count_locked(cq);
+	uint32_t count = cq_count(cq);
 	int n = 0;
 	while (n < max && count > 0) {
 		out[n++] = cq->ring[cq->head].c;
@@ -78,7 +79,7 @@ static int cq_pop_locked(struct ferry_cq *cq, struct ferry_completion *out, int 
 
 uint32_t ferryi_cq_count(struct ferry_cq *cq)
 {
-	return atomic_load_explicit(&cq->count, memory_order_relaxed);
+	return cq_count(cq);
 }
 
 bool ferryi_cqs_nonempty(struct ferry_ctx *ctx)
@@ -86,7 +87,7 @@ bool ferryi_cqs_nonempty(struct ferry_ctx *ctx)
 	struct ferryi_list_node *n, *t;
 	ferryi_list_foreach_safe(&ctx->cqs, n, t) {
 		struct ferry_cq *cq = ferryi_container_of(n, struct ferry_cq, ctx_link);
-		if (cq_count_locked(cq))
+		if (cq_count(cq))
 			return true;
 	}
 	return false;
@@ -94,7 +95,7 @@ bool ferryi_cqs_nonempty(struct ferry_ctx *ctx)
 
 void ferryi_cq_discard_all(struct ferry_cq *cq)
 {
-	uint32_t count = cq_count_locked(cq);
+	uint32_t count = cq_count(cq);
 	while (count > 0) {
 		struct ferryi_cqe *e = &cq->ring[cq->head];
 		e->pi->stats.completions_discarded++;
@@ -142,9 +143,9 @@ int ferry_cq_destroy(struct ferry_cq *cq)
 		return FERRY_EINVAL;
 	struct ferry_ctx *ctx = cq->ctx;
 	ferryi_ctx_lock(ctx);
-	if (cq_count_locked(cq) || cq->reserved) {
+	if (cq_count(cq) || cq->reserved) {
 		FERRYI_DBG(ctx, "cq destroy refused: %u completions waiting, %u ops in flight",
-			   cq_count_locked(cq), cq->reserved);
+			   cq_count(cq), cq->reserved);
 		ferryi_ctx_unlock(ctx);
 		return FERRY_EBUSY;
 	}
