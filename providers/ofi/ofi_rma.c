@@ -64,7 +64,11 @@ static int ofi_rma_start(struct ferry_ep *ep, struct ferryi_op *op, bool write)
 	r->ep = ep;
 	r->op = op;
 	r->write = write;
-	/* A rendezvous read's key comes from the target itself, for this read. */
+	/*
+	 * A rendezvous read's key comes from the target itself, for this read: asking
+	 * would only ask the side that chose the key. A key that lies reaches nothing but
+	 * the peer's own memory, bounded above by the receive buffer, or fails the read.
+	 */
 	r->checked = !op->key_lent && (dom->inst->rma_check || dom->is_shm);
 	r->raddr = (ent.virt ? ent.base : 0) + op->remote_offset;
 	r->region_key = ent.region_key;
