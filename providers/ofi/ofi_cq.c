@@ -456,6 +456,12 @@ static int ofi_cq_drain(struct ofi_port *port, int *budget)
 				ofi_dispatch(port, e[i].op_context, e[i].len, 0, NULL);
 			handled += (int)n;
 			*budget -= (int)n;
+			/* A short read emptied the CQ: asking again at once only costs a
+			 * provider progress call (on tcp a poll() system call) between the
+			 * completion and the caller who waits for it. What arrives later is
+			 * the next pass's, and a pass that may sleep checks with fi_trywait. */
+			if (n < OFI_CQ_BATCH)
+				break;
 			continue;
 		}
 		if (n == -FI_EAVAIL) {
