@@ -443,8 +443,15 @@ static void ofi_dispatch(struct ofi_port *port, void *ctxp, size_t len, int stat
 	}
 }
 
-/* Reads the CQ until it is empty or the budget is spent; returns entries handled. */
-static int ofi_cq_drain(struct ofi_port *port, int *budget)
+/*
+ * Reads the CQ until it is empty or the budget is spent; returns entries handled. A
+ * busy pass (!until_empty) stops at a short read instead: asking again at once only
+ * costs a provider progress call (on tcp a poll() system call) between a completion
+ * and the caller who waits for it, and the next pass comes at once. A pass before a
+ * sleep reads until libfabric says empty: its last look must see everything a peer
+ * handed over before it saw our may-sleep word (shm's Dekker pattern above).
+ */
+static int ofi_cq_drain(struct ofi_port *port, int *budget, bool until_empty)
 {
 	struct fi_cq_msg_entry e[OFI_CQ_BATCH];
 	int handled = 0;
@@ -456,11 +463,7 @@ static int ofi_cq_drain(struct ofi_port *port, int *budget)
 				ofi_dispatch(port, e[i].op_context, e[i].len, 0, NULL);
 			handled += (int)n;
 			*budget -= (int)n;
-			/* A short read emptied the CQ: asking again at once only costs a
-			 * provider progress call (on tcp a poll() system call) between the
-			 * completion and the caller who waits for it. What arrives later is
-			 * the next pass's, and a pass that may sleep checks with fi_trywait. */
-			if (n < OFI_CQ_BATCH)
+			if (n < OFI_CQ_BATCH && !until_empty)
 				break;
 			continue;
 		}
@@ -507,7 +510,7 @@ int ofi_port_progress(struct ofi_port *port, bool arm)
 		ofi_rx_post_done(port); /* before the drain, which reads what they complete */
 	port->rx_defer = !arm;
 	for (int round = 0; round < OFI_TRYWAIT_ROUNDS; round++) {
-		handled += ofi_cq_drain(port, &budget);
+		handled += ofi_cq_drain(port, &budget, arm);
 		if (ofi_port_has_blocked(port))
 			ofi_port_retry(port);
 		if (settled || budget <= 0)
