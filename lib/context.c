@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -151,6 +152,17 @@ int ferryi_poll_add(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 		ctx->hot_handles++;
 		ferryi_list_push_back(&ctx->hot, &h->hot_link);
 	}
+	if (h->wakes_poller) {
+		/* Edge-triggered: one wake-up per arrival, not one per look until accepted. */
+		struct epoll_event pev = { .events = EPOLLIN | EPOLLET,
+					   .data.u64 = FERRYI_POLLER_EV_ACCEPT };
+		if (epoll_ctl(ctx->poller_epfd, EPOLL_CTL_ADD, h->fd, &pev) < 0) {
+			/* The poller's tick still accepts for applications that do not poll. */
+			FERRYI_WARN(ctx, "epoll_ctl(ADD, fd %d) for the poller: %s", h->fd,
+				    strerror(errno));
+			h->wakes_poller = false;
+		}
+	}
 	return 0;
 }
 
@@ -176,6 +188,8 @@ int ferryi_poll_mod(struct ferry_ctx *ctx, struct ferryi_poll_handle *h, uint32_
 
 void ferryi_poll_del(struct ferry_ctx *ctx, struct ferryi_poll_handle *h)
 {
+	if (h->wakes_poller && h->fd >= 0)
+		(void)epoll_ctl(ctx->poller_epfd, EPOLL_CTL_DEL, h->fd, NULL);
 	if (h->parked) {
 		h->parked = false;
 		ctx->parked--;
@@ -376,7 +390,7 @@ static uint64_t ctx_pass_clock(struct ferry_ctx *ctx)
 	return ctx->last_progress_ns;
 }
 
-int ferryi_progress_locked(struct ferry_ctx *ctx)
+static int ctx_progress(struct ferry_ctx *ctx, bool read_epoll)
 {
 	struct epoll_event evs[64];
 	int n, events = 0;
@@ -387,7 +401,8 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 	ctx->last_progress_ns = now;
 	ctx->progress_passes++;
 	/* With the fd exported, its readability must stay exact: every pass drains it. */
-	if (!ferryi_ctx_fd_exported(ctx) && (ctx->hot_handles == 0 || ctx_read_direct(ctx))) {
+	if (!read_epoll && !ferryi_ctx_fd_exported(ctx) &&
+	    (ctx->hot_handles == 0 || ctx_read_direct(ctx))) {
 		/* the real clock: a test's frozen clock must not stop epoll reads */
 		uint64_t real = ctx->clock_fn ? ferryi_now_ns(NULL) : now;
 		if (real - ctx->last_epoll_ns < FERRYI_COLD_EPOLL_NS)
@@ -409,6 +424,17 @@ int ferryi_progress_locked(struct ferry_ctx *ctx)
 		ferryi_process_closes(ctx);
 	}
 	return events + ferryi_progress_hooks_locked(ctx, now);
+}
+
+int ferryi_progress_locked(struct ferry_ctx *ctx)
+{
+	return ctx_progress(ctx, false);
+}
+
+int ferryi_progress_epoll_locked(struct ferry_ctx *ctx)
+{
+	ctx_unpark(ctx); /* every fd is read below */
+	return ctx_progress(ctx, true);
 }
 
 int ferryi_progress_hooks_locked(struct ferry_ctx *ctx, uint64_t now)
@@ -525,6 +551,7 @@ int ferry_ctx_fd(struct ferry_ctx *ctx)
 static void *ctx_progress_thread(void *arg)
 {
 	struct ferry_ctx *ctx = arg;
+	(void)prctl(PR_SET_NAME, "ferry-progress");
 	ferryi_ctx_lock(ctx);
 	while (!atomic_load(&ctx->progress_stop)) {
 		ferryi_progress_locked(ctx);
@@ -669,6 +696,8 @@ int ferry_ctx_create(const struct ferry_config *cfg, struct ferry_ctx **out)
 		ferry_config_init(&ctx->cfg);
 	ctx->epfd = -1;
 	ctx->wake.fd = -1;
+	ctx->poller_epfd = -1;
+	ctx->poller_kick_fd = -1;
 	(void)ferry_config_from_env(&ctx->cfg); /* bad values are logged and ignored */
 	if (ctx->cfg.providers) {
 		snprintf(ctx->providers_filter, sizeof(ctx->providers_filter), "%s",
@@ -697,9 +726,17 @@ int ferry_ctx_create(const struct ferry_config *cfg, struct ferry_ctx **out)
 
 	ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
 	ctx->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (ctx->epfd < 0 || ctx->wake.fd < 0) {
+	ctx->poller_epfd = epoll_create1(EPOLL_CLOEXEC);
+	ctx->poller_kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (ctx->epfd < 0 || ctx->wake.fd < 0 || ctx->poller_epfd < 0 || ctx->poller_kick_fd < 0) {
 		rc = -errno;
 		FERRYI_ERR(ctx, "epoll/eventfd: %s", strerror(errno));
+		goto err_fds;
+	}
+	struct epoll_event kick_ev = { .events = EPOLLIN, .data.u64 = FERRYI_POLLER_EV_KICK };
+	if (epoll_ctl(ctx->poller_epfd, EPOLL_CTL_ADD, ctx->poller_kick_fd, &kick_ev) < 0) {
+		rc = -errno;
+		FERRYI_ERR(ctx, "epoll_ctl(ADD) for the poller's kick: %s", strerror(errno));
 		goto err_fds;
 	}
 	ctx->wake.events = EPOLLIN;
@@ -758,6 +795,10 @@ err_fds:
 		close(ctx->wake.fd);
 	if (ctx->epfd >= 0)
 		close(ctx->epfd);
+	if (ctx->poller_kick_fd >= 0)
+		close(ctx->poller_kick_fd);
+	if (ctx->poller_epfd >= 0)
+		close(ctx->poller_epfd);
 err_free:
 	ferryi_hmap_fini(&ctx->mr_by_key);
 	pthread_mutex_destroy(&ctx->lock);
@@ -840,6 +881,8 @@ void ferry_ctx_destroy(struct ferry_ctx *ctx)
 	ferryi_hmap_fini(&ctx->mr_by_key);
 	close(ctx->wake.fd);
 	close(ctx->epfd);
+	close(ctx->poller_kick_fd);
+	close(ctx->poller_epfd);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
 }

@@ -139,6 +139,14 @@ struct ferryi_poll_handle {
 	 * the fd reports something a read cannot see (a zero-copy error queue).
 	 */
 	bool direct;
+	/*
+	 * Set by the provider before ferryi_poll_add on an fd whose readability alone
+	 * means a connection waits for us (a listening socket, an rdma_cm event
+	 * channel), with nothing to prepare before sleeping on it. The poller thread
+	 * sleeps on such fds too, and accepts for an application that is not
+	 * progressing when one fires, instead of waking every few ms to look.
+	 */
+	bool wakes_poller;
 	bool parked;                      /* out of epoll: see FERRYI_PARK_PASSES   */
 	struct ferryi_list_node hot_link; /* ctx->hot: registered and not cold      */
 };
@@ -478,6 +486,10 @@ struct ferryi_listener_part {
 	struct ferry_listener *listener;
 	struct ferryi_prov_inst *pi;
 	char uri[FERRYI_URI_MAX];
+	/* Set by listen(): incoming connections show on a wakes_poller fd. Parts
+	 * without it make the poller tick to accept for applications that do not
+	 * progress. */
+	bool watched;
 	max_align_t priv[];             /* prov->listener_size bytes */
 };
 

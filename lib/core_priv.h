@@ -120,11 +120,13 @@ struct ferry_ctx {
 					      probe unanswered, or were until the tick
 					      looks), longest silent first           */
 	struct ferryi_list keepalive_lru;  /* the other connected eps, the same order  */
-	pthread_cond_t poller_cond;
+	int poller_epfd;                   /* the poller sleeps here: its kick eventfd
+					      and the wakes_poller handles' fds     */
+	int poller_kick_fd;                /* eventfd: ferryi_poller_kick           */
+	uint32_t listen_unwatched;         /* listener parts that are not watched */
 	pthread_t poller;
 	bool poller_on, poller_stop;
 	atomic_bool poller_stop_flag;      /* poller_stop, readable without the lock */
-	uint64_t poller_due_ns;            /* when the poller sleeps until             */
 	uint64_t last_progress_ns;         /* the last progress pass, by anyone        */
 	uint64_t progress_passes;          /* passes run by anyone (and sleeps' reads) */
 	uint64_t poller_seen_passes;       /* progress_passes at the poller's last look */
@@ -140,6 +142,13 @@ struct ferry_ctx {
 
 /* context.c */
 int ferryi_progress_locked(struct ferry_ctx *ctx);
+/*
+ * A pass that reads epoll whatever the cold cadence says: for the poller, whose
+ * passes are rare and come because an fd fired (a busy pass skips epoll within
+ * FERRYI_COLD_EPOLL_NS of the last read, and a connection that arrived just after
+ * it would wait for the next wake-up, which an edge-triggered listener never sends).
+ */
+int ferryi_progress_epoll_locked(struct ferry_ctx *ctx);
 /*
  * The part of a progress pass that is not reading fds: provider progress hooks,
  * timers, teardowns. For waiters whose next step is an epoll_wait with a timeout
@@ -238,6 +247,9 @@ void ferryi_ep_pin_changed(struct ferry_ep *ep);
 /* FERRYI_PROBE_PINNED or 0 for a probe or probe answer about to go out. */
 uint64_t ferryi_ep_pin_flag(struct ferry_ep *ep);
 void ferryi_poller_kick(struct ferry_ctx *ctx);
+/* What woke the poller (epoll data in ctx->poller_epfd). */
+#define FERRYI_POLLER_EV_KICK 0u
+#define FERRYI_POLLER_EV_ACCEPT 1u
 
 /* stats.c */
 #define FERRYI_STAT(ep_or_pi_stats, field, delta) ((ep_or_pi_stats)->field += (delta))

@@ -28,6 +28,8 @@ static int listen_part(struct ferry_listener *l, struct ferryi_prov_inst *pi,
 		return rc;
 	}
 	l->parts[l->nparts++] = lp;
+	if (!lp->watched)
+		l->ctx->listen_unwatched++; /* the poller ticks to accept for it */
 	return 0;
 }
 
@@ -238,6 +240,8 @@ static void listener_close_locked(struct ferry_listener *l)
 
 	l->closed = true;
 	for (int i = 0; i < l->nparts; i++) {
+		if (!l->parts[i]->watched)
+			ctx->listen_unwatched--;
 		l->parts[i]->pi->prov->listen_close(l->parts[i]);
 		free(l->parts[i]);
 	}

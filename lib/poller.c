@@ -40,14 +40,18 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <time.h>
+#include <unistd.h>
 
 static uint64_t ms_ns(uint64_t ms) { return ms * 1000000ull; }
 
 void ferryi_poller_kick(struct ferry_ctx *ctx)
 {
+	uint64_t one = 1;
 	if (ctx->poller_on)
-		pthread_cond_signal(&ctx->poller_cond);
+		(void)!write(ctx->poller_kick_fd, &one, sizeof(one));
 }
 
 /* Whether ep belongs on probe_lru (watched) rather than keepalive_lru. */
@@ -319,7 +323,7 @@ uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 	 * due while the application progresses wait until it has been quiet for a tick.
 	 */
 	if (!app_active) {
-		ferryi_progress_locked(ctx);
+		ferryi_progress_epoll_locked(ctx);
 		ctx->poller_seen_passes = ctx->progress_passes; /* our own pass */
 	}
 	reap_tick(ctx, now, &next);
@@ -333,8 +337,14 @@ uint64_t ferryi_poller_tick(struct ferry_ctx *ctx)
 	/*
 	 * Accept and finish handshakes even when the application does not poll (a
 	 * server thread blocked elsewhere, or client and server on one thread).
+	 * While the application does not progress, listeners whose connections show
+	 * on a wakes_poller fd need no tick: the poller sleeps on that fd too. While
+	 * it progresses, it accepts itself, and the slow tick covers an application
+	 * that stopped right after a connection woke us.
 	 */
-	if (!ferryi_list_empty(&ctx->listeners) || ctx_handshakes_pending(ctx)) {
+	bool tick_to_accept = app_active ? !ferryi_list_empty(&ctx->listeners)
+					 : ctx->listen_unwatched > 0;
+	if (tick_to_accept || ctx_handshakes_pending(ctx)) {
 		/* While the application progresses itself, a slow tick is enough. */
 		uint64_t a = now + ms_ns(app_active ? 10 * FERRYI_POLLER_ACCEPT_TICK_MS
 						    : FERRYI_POLLER_ACCEPT_TICK_MS);
@@ -376,6 +386,7 @@ locked:
 static void *poller_main(void *arg)
 {
 	struct ferry_ctx *ctx = arg;
+	(void)prctl(PR_SET_NAME, "ferry-poller"); /* as top -H and /proc show it */
 	poller_lock(ctx);
 	while (!ctx->poller_stop) {
 		uint64_t next = ferryi_poller_tick(ctx);
@@ -390,20 +401,31 @@ static void *poller_main(void *arg)
 		uint64_t wait_ns = next == UINT64_MAX ? ms_ns(60000) : next > now ? next - now : 0;
 		if (wait_ns == 0)
 			continue;
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		uint64_t abs = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + wait_ns;
-		ts.tv_sec = (time_t)(abs / 1000000000ull);
-		ts.tv_nsec = (long)(abs % 1000000000ull);
+		if (wait_ns > ms_ns(60000))
+			wait_ns = ms_ns(60000);
+		/*
+		 * Kicks are an eventfd, level-triggered: one written between the unlock and
+		 * the epoll_wait is not lost. Rounded up: never wake before the deadline.
+		 */
+		int timeout_ms = (int)((wait_ns + 999999) / 1000000);
+		struct epoll_event evs[8];
+		bool kicked = false;
 		ctx->locked = false;
-		ctx->poller_due_ns = next;
-		int rc = pthread_cond_timedwait(&ctx->poller_cond, &ctx->lock, &ts);
-		ctx->poller_due_ns = 0;
-		ferryi_ctx_took_lock(ctx);
-		if (rc == ETIMEDOUT && !ctx->poller_stop) {
-			/* Woken by time, not by a kick: hand the lock back and retake it politely. */
-			ctx->locked = false;
-			pthread_mutex_unlock(&ctx->lock);
+		pthread_mutex_unlock(&ctx->lock);
+		int n = epoll_wait(ctx->poller_epfd, evs, (int)FERRYI_ARRAY_LEN(evs), timeout_ms);
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.u64 == FERRYI_POLLER_EV_KICK) {
+				uint64_t v;
+				(void)!read(ctx->poller_kick_fd, &v, sizeof(v));
+				kicked = true;
+			}
+		}
+		if (kicked) {
+			/* Somebody holding the lock just asked for us: wait for it. */
+			pthread_mutex_lock(&ctx->lock);
+			ferryi_ctx_took_lock(ctx);
+		} else {
+			/* Woken by time or a connection: take the lock politely. */
 			poller_lock(ctx);
 		}
 	}
@@ -413,16 +435,10 @@ static void *poller_main(void *arg)
 
 int ferryi_poller_start(struct ferry_ctx *ctx)
 {
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&ctx->poller_cond, &ca);
-	pthread_condattr_destroy(&ca);
 	ferryi_list_init(&ctx->idle_lru);
 	ferryi_list_init(&ctx->probe_lru);
 	ferryi_list_init(&ctx->keepalive_lru);
 	if (pthread_create(&ctx->poller, NULL, poller_main, ctx) != 0) {
-		pthread_cond_destroy(&ctx->poller_cond);
 		FERRYI_ERR(ctx, "cannot start the poller thread");
 		return FERRY_ENOMEM;
 	}
@@ -437,11 +453,10 @@ void ferryi_poller_stop(struct ferry_ctx *ctx)
 	atomic_store(&ctx->poller_stop_flag, true);
 	ferryi_ctx_lock(ctx);
 	ctx->poller_stop = true;
-	pthread_cond_signal(&ctx->poller_cond);
+	ferryi_poller_kick(ctx);
 	ferryi_ctx_unlock(ctx);
 	pthread_join(ctx->poller, NULL);
 	ctx->poller_on = false;
-	pthread_cond_destroy(&ctx->poller_cond);
 }
 
 /* ------------------------------------------------------------------ health and drain */

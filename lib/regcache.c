@@ -56,6 +56,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -267,6 +268,7 @@ static void *rc_monitor(void *arg)
 	};
 	struct uffd_msg msgs[32];
 	(void)arg;
+	(void)prctl(PR_SET_NAME, "ferry-regcache");
 	for (;;) {
 		if (poll(fds, 2, -1) < 0) {
 			if (errno == EINTR)

@@ -363,6 +363,7 @@ int ferryi_tcp_listen(struct ferryi_listener_part *lp, const struct ferryi_addr 
 	/* Accepting is no latency path: a busy pass sees it within 50 us, and a hot
 	 * listener would keep its endpoints from being read directly. */
 	tl->ph.cold = true;
+	tl->ph.wakes_poller = true; /* a connection waiting is all it ever reports */
 	rc = ferryi_poll_add(ctx, &tl->ph);
 	if (rc < 0) {
 		close(fd);
@@ -370,6 +371,7 @@ int ferryi_tcp_listen(struct ferryi_listener_part *lp, const struct ferryi_addr 
 		return rc;
 	}
 	tl->polled = true;
+	lp->watched = tl->ph.wakes_poller;
 	FERRYI_DBG(ctx, "tcp: listening on %s", uri);
 	return 0;
 }

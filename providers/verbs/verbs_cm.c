@@ -483,6 +483,7 @@ int ferryi_verbs_listen(struct ferryi_listener_part *lp, const struct ferryi_add
 	if (rc < 0)
 		goto err;
 	FERRYI_DBG(ctx, "verbs: listening on %s", uri);
+	lp->watched = vi->cm_ph.wakes_poller; /* connect requests come on the cm channel */
 	return 0;
 err:
 	rdma_destroy_id(vlp->id);

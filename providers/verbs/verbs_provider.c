@@ -264,6 +264,7 @@ static int verbs_inst_init(struct ferryi_prov_inst *pi)
 	vi->cm_ph.events = EPOLLIN;
 	vi->cm_ph.fn = ferryi_verbs_cm_event_fn;
 	vi->cm_ph.cold = true; /* connection management only */
+	vi->cm_ph.wakes_poller = true; /* connect requests, for applications that do not poll */
 	rc = ferryi_poll_add(ctx, &vi->cm_ph);
 	if (rc < 0)
 		goto err;

@@ -26,7 +26,9 @@
 #include "tcp_proto.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -48,6 +50,7 @@ struct wire {
 	struct ferry_ctx *ctx;
 	struct ferry_listener *l;
 	uint16_t port;
+	bool hands_off; /* waits leave the context to its poller thread */
 	uint64_t perr_mark; /* protocol_errors before the current connection misbehaved */
 };
 
@@ -176,7 +179,8 @@ static int raw_recv(struct wire *w, int fd, void *buf, size_t len, int timeout_m
 			return FERRY_ECONNRESET;
 		if (now_ms() > deadline)
 			return FERRY_ETIMEDOUT;
-		ferry_progress(w->ctx);
+		if (!w->hands_off)
+			ferry_progress(w->ctx);
 		struct pollfd pfd = {.fd = fd, .events = POLLIN};
 		poll(&pfd, 1, 2);
 	}
@@ -1291,6 +1295,73 @@ static uint64_t rng_len(uint64_t max)
  * real region. Whatever happens, the process must not crash or touch memory outside
  * the region (run it under FERRY_SANITIZER=address), and the context must serve.
  */
+/* Voluntary context switches of this process's ferry-poller threads so far. */
+static uint64_t poller_wakeups(void)
+{
+	uint64_t sum = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		char path[300], line[128];
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue; /* a thread that just ended */
+		bool poller = fgets(line, sizeof(line), f) && strcmp(line, "ferry-poller\n") == 0;
+		fclose(f);
+		if (!poller)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (strncmp(line, "voluntary_ctxt_switches:", 24) == 0)
+				sum += strtoull(line + 24, NULL, 10);
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
+/*
+ * A listening context whose application does not progress: its poller sleeps on the
+ * listening socket instead of waking every few ms to look, and still accepts and
+ * answers a hello on its own (the test does not call into the context meanwhile).
+ */
+static void idle_listener(void **state)
+{
+	struct wire *w = *state;
+	struct timespec half = {0, 500 * 1000 * 1000};
+	struct frame f;
+
+	nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL); /* the listen's kick */
+	uint64_t before = poller_wakeups();
+	nanosleep(&half, NULL);
+	uint64_t woke = poller_wakeups() - before;
+	/* A 10 ms accept tick would be about 50; nothing is due here, not even probes. */
+	if (woke > 5)
+		fail_msg("the idle listening context's poller woke %" PRIu64 " times in 500 ms",
+			 woke);
+
+	w->hands_off = true;
+	for (int i = 0; i < 2; i++) {
+		int fd = raw_connect(w, w->port);
+
+		send_hello(fd);
+		assert_int_equal(read_frame(w, fd, &f, WAIT_MS), 0);
+		assert_int_equal(f.h.type, FERRYI_TCP_HELLO_ACK);
+		close(fd);
+	}
+	w->hands_off = false;
+}
+
 static void random_frames(void **state)
 {
 	struct wire *w = *state;
@@ -1376,6 +1447,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(draining, setup, teardown),
 		cmocka_unit_test_setup_teardown(parked_fds, setup, teardown),
 		cmocka_unit_test_setup_teardown(random_frames, setup, teardown),
+		cmocka_unit_test_setup_teardown(idle_listener, setup, teardown),
 	};
 
 	if (argc > 1) {
