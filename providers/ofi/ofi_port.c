@@ -21,8 +21,15 @@
  * is still open, and a port leaves the registry under the same lock before libfabric
  * closes it. Messages between in-process peers also stay within the inject size, so a
  * receiver never writes an acknowledgement back into a sender's region.
+ *
+ * Posts hold the lock shared: a post may last milliseconds (shm copies a 4 MiB read
+ * piece with process_vm_readv inside fi_read), and a mutex taken back to back by one
+ * thread's stream of such posts starved every other context of the process: a probe
+ * waited 100 ms to leave and its sender declared a live peer dead. Only the registry's
+ * changes take it exclusively, and those are preferred, so streams cannot hold off a
+ * closing port; no thread takes it twice, which that preference requires.
  */
-static pthread_mutex_t ofi_shm_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_rwlock_t ofi_shm_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 static struct ferryi_list ofi_shm_ports = { { &ofi_shm_ports.head, &ofi_shm_ports.head } };
 static uint64_t ofi_shm_next_uid;
 
@@ -39,10 +46,10 @@ static struct ofi_port *ofi_shm_find_locked(const char *name, uint64_t uid)
 
 static void ofi_shm_register(struct ofi_port *port)
 {
-	pthread_mutex_lock(&ofi_shm_lock);
+	pthread_rwlock_wrlock(&ofi_shm_lock);
 	port->shm_uid = ++ofi_shm_next_uid;
 	ferryi_list_push_back(&ofi_shm_ports, &port->shm_link);
-	pthread_mutex_unlock(&ofi_shm_lock);
+	pthread_rwlock_unlock(&ofi_shm_lock);
 }
 
 /* Whether a post to peer may go ahead; for in-process peers the lock stays held. */
@@ -50,17 +57,17 @@ bool ofi_post_begin(struct ofi_peer *peer)
 {
 	if (!peer->local_uid)
 		return true;
-	pthread_mutex_lock(&ofi_shm_lock);
+	pthread_rwlock_rdlock(&ofi_shm_lock);
 	if (ofi_shm_find_locked(NULL, peer->local_uid))
 		return true;
-	pthread_mutex_unlock(&ofi_shm_lock);
+	pthread_rwlock_unlock(&ofi_shm_lock);
 	return false;
 }
 
 void ofi_post_end(struct ofi_peer *peer)
 {
 	if (peer->local_uid)
-		pthread_mutex_unlock(&ofi_shm_lock);
+		pthread_rwlock_unlock(&ofi_shm_lock);
 }
 
 /* Largest eager payload we accept from a peer on this port. */
@@ -106,10 +113,10 @@ int ofi_peer_get(struct ofi_port *port, const void *addr, size_t len,
 		memcpy(name, addr, len);
 		name[len] = '\0';
 		ofi_doorbell_name(name, &peer->db, &peer->dblen);
-		pthread_mutex_lock(&ofi_shm_lock);
+		pthread_rwlock_rdlock(&ofi_shm_lock);
 		struct ofi_port *local = ofi_shm_find_locked(name, 0);
 		peer->local_uid = local ? local->shm_uid : 0;
-		pthread_mutex_unlock(&ofi_shm_lock);
+		pthread_rwlock_unlock(&ofi_shm_lock);
 	}
 	ferryi_list_push_back(&port->peers, &peer->link);
 	*out = peer;
@@ -398,12 +405,12 @@ void ofi_port_destroy(struct ofi_port *port)
 	}
 	ofi_mr_drop_port(oi, port);
 	if (ferryi_node_linked(&port->shm_link)) {
-		pthread_mutex_lock(&ofi_shm_lock);
+		pthread_rwlock_wrlock(&ofi_shm_lock);
 		ferryi_list_remove(&port->shm_link);
 		if (port->ep)
 			fi_close(&port->ep->fid);
 		port->ep = NULL;
-		pthread_mutex_unlock(&ofi_shm_lock);
+		pthread_rwlock_unlock(&ofi_shm_lock);
 	}
 	if (port->ep)
 		fi_close(&port->ep->fid); /* libfabric gives every buffer back here */

@@ -6,6 +6,8 @@
 #define _GNU_SOURCE
 #include "conf_harness.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -754,6 +756,119 @@ static void test_msg_long_transfer_probes(void **state)
 	conf_world_close(w, true);
 }
 
+/* Small messages sent across the group world by a thread of their own. */
+struct side_traffic {
+	struct conf_world *w;
+	struct ferry_ep *cep, *sep;
+	atomic_int messages;
+	atomic_bool stop;
+	char err[160];
+};
+
+/*
+ * Sends one message over a pair of one world and drives both contexts (as conf_drive
+ * does) until it has arrived and its send has completed. Returns a FERRY_E* code
+ * rather than failing: it also runs off the test's thread.
+ */
+static int pair_message(struct conf_world *w, struct ferry_ep *tx, struct ferry_ep *rx,
+			void *sbuf, void *rbuf, size_t len, uint64_t tag)
+{
+	struct ferry_cq *cqs[2] = { ferry_ctx_cq(w->srv), ferry_ctx_cq(w->cli) };
+	uint64_t deadline = conf_now_ms() + 60000;
+	struct ferry_completion cmp;
+	int rc, left = 2;
+
+	if ((rc = ferry_recv(rx, rbuf, len, tag, ~0ull, rbuf, NULL)) ||
+	    (rc = ferry_send(tx, sbuf, len, tag, sbuf, NULL)))
+		return rc;
+	while (left > 0) {
+		if (conf_now_ms() > deadline)
+			return FERRY_ETIMEDOUT;
+		for (int q = 0; q < 2; q++) {
+			rc = ferry_cq_poll(cqs[q], &cmp, 1);
+			if (rc < 0)
+				return rc;
+			if (rc == 0)
+				continue;
+			if (cmp.status != 0)
+				return cmp.status;
+			if (cmp.user_ctx == rbuf && cmp.len != len)
+				return FERRY_EPROTO;
+			left--;
+		}
+	}
+	return 0;
+}
+
+static void *side_traffic_run(void *arg)
+{
+	struct side_traffic *t = arg;
+
+	for (uint64_t i = 0; !atomic_load(&t->stop); i++) {
+		uint64_t sbuf = i, rbuf = UINT64_MAX;
+		int rc = pair_message(t->w, t->cep, t->sep, &sbuf, &rbuf, sizeof(i), i);
+		if (rc == 0 && rbuf != i)
+			rc = FERRY_EPROTO;
+		if (rc != 0) {
+			snprintf(t->err, sizeof(t->err), "message %llu: %s",
+				 (unsigned long long)i, conf_err(rc));
+			return NULL;
+		}
+		atomic_fetch_add(&t->messages, 1);
+	}
+	return NULL;
+}
+
+/*
+ * Contexts of one process are independent: a stream of large messages on one pair,
+ * driven by one thread, must not hold off another pair's small messages on another
+ * thread. ofi+shm posts to in-process peers under a process-wide lock; while that was
+ * a mutex, one thread's back-to-back copies starved every other context's posts (~3
+ * messages got through per 64 MiB message here, against thousands), a probe included,
+ * which then declared a live peer dead. Counted per streamed message, not in time.
+ */
+static void test_msg_contexts_independent(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w2;
+	enum { LEN = 64 << 20, MSGS = 8, MIN_PER_MSG = 32 };
+	unsigned char *src = conf_alloc(c, LEN), *dst = conf_alloc(c, LEN);
+	struct side_traffic t = { .w = &c->w, .cep = c->cep, .sep = c->sep };
+	struct ferry_ep *cep, *sep;
+	pthread_t th;
+	int rc = 0, i;
+
+	conf_world_open(w);
+	conf_connect(w, 0, &cep, &sep);
+	conf_fill(src, LEN, 63);
+	memset(dst, 0, LEN); /* faulted in: the stream is copies, not page faults */
+	if (pthread_create(&th, NULL, side_traffic_run, &t) != 0)
+		conf_fail("pthread_create failed");
+	while (atomic_load(&t.messages) < 10 && !t.err[0])
+		;
+	int before = atomic_load(&t.messages);
+	/* No assertion while the thread runs: a failure would tear its world down. */
+	for (i = 0; i < MSGS && rc == 0; i++)
+		rc = pair_message(w, cep, sep, src, dst, LEN, (uint64_t)i);
+	int during = atomic_load(&t.messages) - before;
+	atomic_store(&t.stop, true);
+	pthread_join(th, NULL);
+	if (rc != 0)
+		conf_fail("64 MiB message %d: %s", i - 1, conf_err(rc));
+	if (t.err[0])
+		conf_fail("the other pair's small messages: %s", t.err);
+	print_message("other pair: %d small messages while %d x %d MiB streamed\n", during,
+		      MSGS, LEN >> 20);
+	if (during < MSGS * MIN_PER_MSG)
+		conf_fail("the other pair sent %d messages while %d large ones streamed: held "
+			  "off (expected at least %d per large message)",
+			  during, MSGS, MIN_PER_MSG);
+	conf_assert_pattern(dst, LEN, 63, "64 MiB message");
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	conf_world_close(w, true);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -778,6 +893,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_msg_unexpected_limit, conf_setup_none, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_long_transfer_probes, conf_setup_none, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_endpoint_isolation, conf_setup_none, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_contexts_independent, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_bad_args, conf_setup_pair, conf_teardown),
 	};
 
