@@ -12,8 +12,11 @@
  *
  * As perftest, the client stamps the start of each iteration and the report takes the
  * deltas between stamps: half of each for write/send, all of it for read.
- * Sends and writes rotate over up to LAT_RING source slots so that a completion
- * arriving after the peer's answer does not hold up the next iteration.
+ * Up to LAT_RING sends or writes stay in flight, so that a completion arriving after
+ * the peer's answer does not hold up the next iteration. Writes (whose last byte is
+ * the iteration counter) and checked rounds rotate over as many source slots; timed
+ * send_lat rounds send one unchanged buffer every time, as perftest and fi_pingpong
+ * do, so that a large message is read from the same warm cache lines as theirs.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -34,6 +37,7 @@ struct lat_state {
 	uint8_t *rbase;          /* receive area: the upper half */
 	uint64_t roff;           /* the peer's receive area, as an offset in its region */
 	uint32_t ring;
+	int one_source;          /* every send from the first slot (see above) */
 	uint64_t posted;         /* sends, writes or reads this side posted */
 	uint64_t completed;
 	uint64_t recvd;          /* send_lat: receives completed */
@@ -138,7 +142,7 @@ static int lat_slot(struct lat_state *st, uint64_t size, uint8_t **slot)
 		if (rc)
 			return rc;
 	}
-	*slot = st->sbase + (st->posted % st->ring) * size;
+	*slot = st->sbase + (st->one_source ? 0 : (st->posted % st->ring) * size);
 	return 0;
 }
 
@@ -155,6 +159,7 @@ static void lat_prepare(struct lat_state *st, struct perf_conn *pc, const struct
 	st->rbase = st->pe->buf + half;
 	st->roff = pc->peer_buf_len / 2;
 	st->ring = ring > LAT_RING ? LAT_RING : ring ? (uint32_t)ring : 1;
+	st->one_source = pc->p->test == PERF_SEND_LAT && !r->check;
 	st->last = perf_now();
 	/* a stale counter from an earlier size must not look like this round's */
 	memset(st->rbase, 0, r->size);
