@@ -9,9 +9,9 @@
  *
  * Timed rounds move every operation from and to the first slot of each side's buffer,
  * as perftest (its cycle buffer), iperf3 and fi_pingpong reuse one buffer: nothing is
- * verified, and a single warm 1 MiB buffer against two alternating ones was worth
- * 20-35% on ofi+shm send_bw here (process_vm_readv's source and destination stay in
- * cache).
+ * verified, and a single warm 1 MiB buffer against two alternating ones made ofi+shm
+ * send_bw here 10% faster in a quiet spell and up to a third in noisy ones (medians of
+ * alternating runs; process_vm_readv's source and destination stay in cache).
  *
  * Checking rounds (--check) run window by window instead: fill W slots with
  * per-iteration patterns, transfer them, then verify (writes are read back from the
