@@ -1295,6 +1295,68 @@ static uint64_t rng_len(uint64_t max)
  * real region. Whatever happens, the process must not crash or touch memory outside
  * the region (run it under FERRY_SANITIZER=address), and the context must serve.
  */
+static void random_frames(void **state)
+{
+	struct wire *w = *state;
+	const char *env = getenv("FERRY_TEST_SEED");
+	uint8_t *region = calloc(1, 4096), payload[EAGER_MAX + 8], buf[FERRYI_TCP_PREFIX_MAX];
+	struct ferry_mr *mr;
+	int rounds = 300;
+
+	rng_state = env ? strtoull(env, NULL, 0) : 0x5eed5eedull;
+	if (!rng_state)
+		rng_state = 1;
+	assert_int_equal(ferry_mr_reg(w->ctx, region, 4096,
+				      FERRY_ACCESS_REMOTE_WRITE | FERRY_ACCESS_REMOTE_READ, &mr),
+			 0);
+	for (size_t i = 0; i < sizeof(payload); i++)
+		payload[i] = (uint8_t)rng();
+
+	for (int r = 0; r < rounds; r++) {
+		int fd = raw_connect(w, w->port);
+		struct ferry_ep *ep = NULL;
+
+		if (rng() % 5)
+			ep = raw_hello(w, fd);
+		for (int k = 0, nf = 1 + (int)(rng() % 4); k < nf; k++) {
+			struct ferryi_tcp_hdr h = {.type = (uint8_t)(1 + rng() % FERRYI_TCP_TYPE_MAX_)};
+			struct ferryi_tcp_ext e = {0};
+
+			h.aux = rng() % 3 ? rng() : 0;
+			if (h.type == FERRYI_TCP_MSG) {
+				h.flags = (uint32_t)(rng() % (FERRYI_MSG_MAX_ + 1));
+				if (rng() % 8 == 0)
+					h.flags |= (uint32_t)(rng() & 0xff00);
+				h.len = rng_len(EAGER_MAX);
+				h.tag = rng();
+			} else if (h.type == FERRYI_TCP_WRITE || h.type == FERRYI_TCP_READ_RESP) {
+				h.len = rng_len(4096);
+			}
+			e.key = rng() % 2 ? mr->key : rng();
+			e.offset = rng() % 2 ? rng() % 4200 : rng();
+			e.length = rng_len(4096);
+			e.status = (int32_t)(rng() % 2 ? -(int64_t)(rng() % 120) : (int64_t)rng());
+			e.info = (struct ferryi_peer_info){.version = FERRYI_PROTO_VERSION,
+							   .max_frame = rng_len(1 << 20),
+							   .eager_max = rng_len(4096)};
+			uint32_t n = ferryi_tcp_encode(buf, &h, &e);
+			if (rng() % 10 == 0)
+				buf[4 + rng() % (n - 4)] ^= (uint8_t)(1u << (rng() % 8));
+			if (!raw_send_try(fd, buf, n) ||
+			    (h.len && !raw_send_try(fd, payload,
+						    (size_t)FERRYI_MIN(h.len, sizeof(payload)))))
+				break;
+		}
+		shutdown(fd, SHUT_WR);
+		expect_dropped(w, fd); /* every frame the server sends back must decode */
+		if (ep)
+			ferry_ep_close(ep);
+	}
+	assert_int_equal(ferry_mr_dereg(mr), 0);
+	free(region);
+	check_serves(w, w->port);
+}
+
 /* Voluntary context switches of this process's ferry-poller threads so far. */
 static uint64_t poller_wakeups(void)
 {
@@ -1360,68 +1422,6 @@ static void idle_listener(void **state)
 		close(fd);
 	}
 	w->hands_off = false;
-}
-
-static void random_frames(void **state)
-{
-	struct wire *w = *state;
-	const char *env = getenv("FERRY_TEST_SEED");
-	uint8_t *region = calloc(1, 4096), payload[EAGER_MAX + 8], buf[FERRYI_TCP_PREFIX_MAX];
-	struct ferry_mr *mr;
-	int rounds = 300;
-
-	rng_state = env ? strtoull(env, NULL, 0) : 0x5eed5eedull;
-	if (!rng_state)
-		rng_state = 1;
-	assert_int_equal(ferry_mr_reg(w->ctx, region, 4096,
-				      FERRY_ACCESS_REMOTE_WRITE | FERRY_ACCESS_REMOTE_READ, &mr),
-			 0);
-	for (size_t i = 0; i < sizeof(payload); i++)
-		payload[i] = (uint8_t)rng();
-
-	for (int r = 0; r < rounds; r++) {
-		int fd = raw_connect(w, w->port);
-		struct ferry_ep *ep = NULL;
-
-		if (rng() % 5)
-			ep = raw_hello(w, fd);
-		for (int k = 0, nf = 1 + (int)(rng() % 4); k < nf; k++) {
-			struct ferryi_tcp_hdr h = {.type = (uint8_t)(1 + rng() % FERRYI_TCP_TYPE_MAX_)};
-			struct ferryi_tcp_ext e = {0};
-
-			h.aux = rng() % 3 ? rng() : 0;
-			if (h.type == FERRYI_TCP_MSG) {
-				h.flags = (uint32_t)(rng() % (FERRYI_MSG_MAX_ + 1));
-				if (rng() % 8 == 0)
-					h.flags |= (uint32_t)(rng() & 0xff00);
-				h.len = rng_len(EAGER_MAX);
-				h.tag = rng();
-			} else if (h.type == FERRYI_TCP_WRITE || h.type == FERRYI_TCP_READ_RESP) {
-				h.len = rng_len(4096);
-			}
-			e.key = rng() % 2 ? mr->key : rng();
-			e.offset = rng() % 2 ? rng() % 4200 : rng();
-			e.length = rng_len(4096);
-			e.status = (int32_t)(rng() % 2 ? -(int64_t)(rng() % 120) : (int64_t)rng());
-			e.info = (struct ferryi_peer_info){.version = FERRYI_PROTO_VERSION,
-							   .max_frame = rng_len(1 << 20),
-							   .eager_max = rng_len(4096)};
-			uint32_t n = ferryi_tcp_encode(buf, &h, &e);
-			if (rng() % 10 == 0)
-				buf[4 + rng() % (n - 4)] ^= (uint8_t)(1u << (rng() % 8));
-			if (!raw_send_try(fd, buf, n) ||
-			    (h.len && !raw_send_try(fd, payload,
-						    (size_t)FERRYI_MIN(h.len, sizeof(payload)))))
-				break;
-		}
-		shutdown(fd, SHUT_WR);
-		expect_dropped(w, fd); /* every frame the server sends back must decode */
-		if (ep)
-			ferry_ep_close(ep);
-	}
-	assert_int_equal(ferry_mr_dereg(mr), 0);
-	free(region);
-	check_serves(w, w->port);
 }
 
 /* ------------------------------------------------------------------ main */
