@@ -768,22 +768,26 @@ struct side_traffic {
 };
 
 /*
- * Sends one message over a pair of one world and drives both contexts (as conf_drive
- * does) until it has arrived and its send has completed. Returns a FERRY_E* code
- * rather than failing: it also runs off the test's thread.
+ * Sends one message from the client side's tx to the server side's rx of one world
+ * and drives both contexts (as conf_drive does) until the receive has completed on
+ * the server's queue and the send on the client's, each exactly once, with the tag
+ * and length sent. Returns a FERRY_E* code rather than failing: it also runs off the
+ * test's thread. A completion of anything else is FERRY_EPROTO.
  */
 static int pair_message(struct conf_world *w, struct ferry_ep *tx, struct ferry_ep *rx,
 			void *sbuf, void *rbuf, size_t len, uint64_t tag)
 {
 	struct ferry_cq *cqs[2] = { ferry_ctx_cq(w->srv), ferry_ctx_cq(w->cli) };
+	void *want[2] = { rbuf, sbuf };
+	bool done[2] = { false, false };
 	uint64_t deadline = conf_now_ms() + 60000;
 	struct ferry_completion cmp;
-	int rc, left = 2;
+	int rc;
 
 	if ((rc = ferry_recv(rx, rbuf, len, tag, ~0ull, rbuf, NULL)) ||
 	    (rc = ferry_send(tx, sbuf, len, tag, sbuf, NULL)))
 		return rc;
-	while (left > 0) {
+	while (!done[0] || !done[1]) {
 		if (conf_now_ms() > deadline)
 			return FERRY_ETIMEDOUT;
 		for (int q = 0; q < 2; q++) {
@@ -794,9 +798,11 @@ static int pair_message(struct conf_world *w, struct ferry_ep *tx, struct ferry_
 				continue;
 			if (cmp.status != 0)
 				return cmp.status;
-			if (cmp.user_ctx == rbuf && cmp.len != len)
+			if (cmp.user_ctx != want[q] || done[q])
+				return FERRY_EPROTO; /* a stray or a second completion */
+			if (q == 0 && (cmp.len != len || cmp.tag != tag))
 				return FERRY_EPROTO;
-			left--;
+			done[q] = true;
 		}
 	}
 	return 0;
