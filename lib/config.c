@@ -121,6 +121,7 @@ static const struct cfg_var cfg_ext_vars[] = {
 	CFG_EXT_VAR("FERRY_COMPRESS_ACCEPT", compress_accept, CFG_BOOL, 0, 1),
 	CFG_EXT_VAR("FERRY_REG_CACHE_BYTES", reg_cache_bytes, CFG_SIZE, 0, UINT64_MAX),
 	CFG_EXT_VAR("FERRY_REG_CACHE_ENTRIES", reg_cache_entries, CFG_U32, 0, UINT32_MAX),
+	CFG_EXT_VAR("FERRY_TCP_CONGESTION", tcp_congestion, CFG_STR, 0, 0),
 };
 
 void ferryi_config_ext_init(struct ferryi_config_ext *x)

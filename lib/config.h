@@ -43,6 +43,9 @@ struct ferryi_config_ext {
 				   the cache off                                   */
 	uint32_t reg_cache_entries; /* FERRY_REG_CACHE_ENTRIES (1024): regions it
 				   keeps; 0 turns the cache off                    */
+	const char *tcp_congestion; /* FERRY_TCP_CONGESTION (unset: the system's
+				   net.ipv4.tcp_congestion_control): the congestion
+				   control of every TCP connection ferry makes     */
 };
 
 /* Fills x with the defaults. */

@@ -25,12 +25,31 @@
 /* Pause before accepting again when the process ran out of descriptors. */
 #define TCP_ACCEPT_RETRY_MS 100
 
-static void tcp_set_nodelay(int fd)
+/* Options of every connection, either side, before its first byte. */
+static void tcp_sock_setup(struct ferryi_prov_inst *pi, int fd)
 {
+	struct ferryi_tcp_inst *ti = ferryi_inst_priv(pi);
+	const char *cc = ti->ext.tcp_congestion;
 	int one = 1;
 
 	/* Small frames (acks, probes, 8-byte messages) must not wait for Nagle. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/*
+	 * FERRY_TCP_CONGESTION: the system's default may not suit ferry's traffic (BBR
+	 * over loopback runs at under half of CUBIC's rate: docs/BENCHMARKS.md). A name
+	 * the kernel does not offer to this process (not loaded, or not in
+	 * net.ipv4.tcp_allowed_congestion_control) is said once; connections then keep
+	 * the default rather than fail.
+	 */
+	if (!cc || !*cc)
+		return;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) == 0 ||
+	    ti->cc_warned)
+		return;
+	ti->cc_warned = true;
+	FERRYI_WARN(pi->ctx, "tcp: FERRY_TCP_CONGESTION=%s refused: %s; connections keep the "
+			     "system's default (net.ipv4.tcp_congestion_control)",
+		    cc, strerror(errno));
 }
 
 void ferryi_tcp_send_error_now(int fd, int status)
@@ -140,7 +159,7 @@ int ferryi_tcp_connect(struct ferry_ep *ep, const struct ferryi_addr *addr)
 			   strerror(errno));
 		return rc;
 	}
-	tcp_set_nodelay(fd);
+	tcp_sock_setup(ep->pi, fd);
 	te->fd = te->ph.fd = fd;
 
 	do {
@@ -239,7 +258,7 @@ static void tcp_accept_one(struct ferryi_tcp_lp *tl, int fd,
 	struct ferryi_tcp_ep *te;
 	int rc;
 
-	tcp_set_nodelay(fd);
+	tcp_sock_setup(lp->pi, fd);
 	if (ferryi_addr_format("tcp", ss, uri, sizeof(uri)) < 0)
 		snprintf(uri, sizeof(uri), "tcp://?");
 	ep = ferryi_ep_accepted(lp, uri);

@@ -261,7 +261,9 @@ struct ferryi_tcp_lp {
 
 struct ferryi_tcp_inst {
 	struct ferryi_prov_inst *pi;
-	struct ferryi_config_ext ext;  /* FERRY_ZEROCOPY_MIN, FERRY_COMPRESS_ACCEPT    */
+	struct ferryi_config_ext ext;  /* FERRY_ZEROCOPY_MIN, FERRY_COMPRESS_ACCEPT,
+					  FERRY_TCP_CONGESTION                         */
+	bool cc_warned;                /* FERRY_TCP_CONGESTION refused: said once      */
 	struct ferryi_zcodec *z;       /* zstd contexts, made on first use             */
 	bool z_failed;                 /* making them failed: send raw                 */
 	/*

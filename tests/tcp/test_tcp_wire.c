@@ -1426,6 +1426,163 @@ static void idle_listener(void **state)
 
 /* ------------------------------------------------------------------ main */
 
+/* ------------------------------------------------------------------ congestion control */
+
+/* The congestion control of this process's connected TCP socket with those ports. */
+static void sock_cc(uint16_t lport, uint16_t rport, char *cc, size_t len)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	bool found = false;
+
+	assert_non_null(d);
+	while (!found && (de = readdir(d)) != NULL) {
+		struct sockaddr_in la, ra;
+		socklen_t lalen = sizeof(la), ralen = sizeof(ra), cclen = (socklen_t)len;
+		int fd = atoi(de->d_name);
+
+		if (fd <= 2 || fd == dirfd(d) || getsockname(fd, (struct sockaddr *)&la, &lalen) ||
+		    la.sin_family != AF_INET || getpeername(fd, (struct sockaddr *)&ra, &ralen) ||
+		    ntohs(la.sin_port) != lport || ntohs(ra.sin_port) != rport)
+			continue;
+		memset(cc, 0, len);
+		assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, &cclen), 0);
+		found = true;
+	}
+	closedir(d);
+	if (!found)
+		fail_msg("no socket 127.0.0.1:%u -> :%u in this process", lport, rport);
+}
+
+static struct ferry_ctx *cc_ctx(const char *cc, enum ferry_log_level level)
+{
+	struct ferry_ctx *ctx;
+	struct ferry_config cfg;
+
+	if (cc)
+		setenv("FERRY_TCP_CONGESTION", cc, 1);
+	else
+		unsetenv("FERRY_TCP_CONGESTION");
+	ferry_config_init(&cfg);
+	cfg.providers = "tcp";
+	cfg.log_level = level;
+	cfg.reconnect_attempts = 1;
+	cfg.probe_interval_ms = 0;
+	assert_int_equal(ferry_ctx_create(&cfg, &ctx), 0);
+	unsetenv("FERRY_TCP_CONGESTION");
+	return ctx;
+}
+
+/* cli connects to l (served by a thread); returns cli's local port, *sep the accepted. */
+static uint16_t cc_connect(struct ferry_ctx *cli, struct ferry_listener *l, struct ferry_ep **cep,
+			   struct ferry_ep **sep)
+{
+	struct ferry_connect_attr ca = {.flags = FERRY_CONNECT_PRIVATE, .timeout_ms = WAIT_MS};
+	struct accept_arg a = {.l = l};
+	char addr[256];
+	size_t len = sizeof(addr);
+	pthread_t t;
+
+	assert_int_equal(ferry_listener_addr(l, addr, &len), 0);
+	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
+	int rc = ferry_connect(cli, addr, &ca, cep);
+	pthread_join(t, NULL);
+	assert_int_equal(rc, 0);
+	assert_int_equal(a.rc, 0);
+	*sep = a.ep;
+	const char *peer = ferry_ep_peer(a.ep);
+	assert_non_null(peer);
+	assert_non_null(strrchr(peer, ':'));
+	return (uint16_t)atoi(strrchr(peer, ':') + 1);
+}
+
+/*
+ * FERRY_TCP_CONGESTION sets the congestion control of the connections a context
+ * makes and accepts, and of no others; a name the kernel refuses is said once and
+ * the connections keep the system's default.
+ */
+static void congestion(void **state)
+{
+	char def[32] = "", got[32];
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_congestion_control", "r");
+	struct ferry_ep *cep, *sep;
+	struct ferry_listener *l;
+	(void)state;
+
+	assert_non_null(f);
+	assert_non_null(fgets(def, sizeof(def), f));
+	fclose(f);
+	def[strcspn(def, "\n")] = '\0';
+	/* reno is always built in; when it is the default, cubic is nearly always there. */
+	const char *pick = strcmp(def, "reno") ? "reno" : "cubic";
+
+	struct ferry_ctx *set = cc_ctx(pick, FERRY_LOG_ERROR);
+	struct ferry_ctx *plain = cc_ctx(NULL, FERRY_LOG_ERROR);
+
+	/* Accepted by the context that sets it; connected by one that does not. */
+	assert_int_equal(ferry_listen(set, "tcp://127.0.0.1:0", NULL, &l), 0);
+	uint16_t lport = listener_port(l), cport = cc_connect(plain, l, &cep, &sep);
+	sock_cc(lport, cport, got, sizeof(got));
+	assert_string_equal(got, pick);
+	sock_cc(cport, lport, got, sizeof(got));
+	assert_string_equal(got, def);
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	ferry_listener_close(l);
+
+	/* Connected by the context that sets it. */
+	assert_int_equal(ferry_listen(plain, "tcp://127.0.0.1:0", NULL, &l), 0);
+	lport = listener_port(l);
+	cport = cc_connect(set, l, &cep, &sep);
+	sock_cc(cport, lport, got, sizeof(got));
+	assert_string_equal(got, pick);
+	sock_cc(lport, cport, got, sizeof(got));
+	assert_string_equal(got, def);
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	ferry_listener_close(l);
+	ferry_ctx_destroy(set);
+
+	/* A name the kernel does not have: logged once, the connections work as before. */
+	int saved = dup(STDERR_FILENO), pipefd[2];
+	char log[4096] = "";
+	assert_int_equal(pipe(pipefd), 0);
+	assert_true(dup2(pipefd[1], STDERR_FILENO) >= 0);
+	close(pipefd[1]);
+	struct ferry_ctx *bad = cc_ctx("no-such-cc", FERRY_LOG_WARN);
+	assert_int_equal(ferry_listen(plain, "tcp://127.0.0.1:0", NULL, &l), 0);
+	lport = listener_port(l);
+	for (int i = 0; i < 2; i++) {
+		struct ferry_completion c;
+		char buf[4] = "";
+
+		cport = cc_connect(bad, l, &cep, &sep);
+		sock_cc(cport, lport, got, sizeof(got));
+		assert_string_equal(got, def);
+		assert_int_equal(ferry_recv(sep, buf, sizeof(buf), 5, ~0ull, NULL, NULL), 0);
+		assert_int_equal(ferry_send(cep, "hi", 2, 5, NULL, NULL), 0);
+		assert_int_equal(ferry_cq_wait(ferry_ctx_cq(bad), &c, 1, WAIT_MS), 1);
+		assert_int_equal(c.status, 0);
+		assert_int_equal(ferry_cq_wait(ferry_ctx_cq(plain), &c, 1, WAIT_MS), 1);
+		assert_int_equal(c.status, 0);
+		assert_memory_equal(buf, "hi", 2);
+		ferry_ep_close(cep);
+		ferry_ep_close(sep);
+	}
+	ferry_listener_close(l);
+	ferry_ctx_destroy(bad);
+	ferry_ctx_destroy(plain);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	ssize_t n = read(pipefd[0], log, sizeof(log) - 1);
+	close(pipefd[0]);
+	assert_true(n > 0);
+	log[n] = '\0';
+	const char *first = strstr(log, "FERRY_TCP_CONGESTION=no-such-cc refused");
+	if (!first || strstr(first + 1, "FERRY_TCP_CONGESTION=no-such-cc refused"))
+		fail_msg("expected the refusal logged exactly once, got: %s", log);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1448,6 +1605,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(parked_fds, setup, teardown),
 		cmocka_unit_test_setup_teardown(random_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(idle_listener, setup, teardown),
+		cmocka_unit_test(congestion),
 	};
 
 	if (argc > 1) {
