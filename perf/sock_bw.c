@@ -2,14 +2,15 @@
  * sock_bw.c - the physical limit for streaming over TCP on this machine: a minimal
  * socket loop, nothing but send() and recv() of fixed-size messages on 127.0.0.1.
  *
- *   sock_bw [-s SIZE] [-D SECONDS] [-p PORT] [--json]
+ *   sock_bw [-s SIZE] [-D SECONDS] [-p PORT] [-C ALGO] [--json]
  *
  * The process listens on 127.0.0.1 and forks the sender, which connects and sends
  * SIZE-byte messages back to back (blocking send(), partial sends finished) for
  * SECONDS; the parent receives into a SIZE-byte buffer and measures. As in ferry_perf's
  * duration mode, min(2 s, SECONDS/4) at each end is not measured. Socket buffers are
  * left to the kernel's autotuning and Nagle is left on, as iperf3 does: the point is
- * what a plain socket program gets, not a tuned one.
+ * what a plain socket program gets, not a tuned one. -C sets both sockets' congestion
+ * control (TCP_CONGESTION), as iperf3 -C does; the default is the system's.
  *
  * Output: a perftest-like line (MB = 2^20 bytes) or, with --json, one JSON object:
  * bytes, messages, bw_average (MB/sec), gbytes_per_sec (10^9), msg_rate_mpps,
@@ -20,6 +21,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,7 @@ struct sbw_opts {
 	double margin;
 	int port;
 	int json;
+	const char *cc; /* -C: congestion control, NULL = the system's */
 };
 
 /* What the sender tells the receiver at the end, through a pipe. */
@@ -62,6 +65,12 @@ static uint64_t sbw_cpu_ns(void)
 	       ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
 }
 
+/* -C: the socket's congestion control (accepted sockets inherit the listener's). */
+static int sbw_set_cc(int fd, const char *cc)
+{
+	return cc ? setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) : 0;
+}
+
 static int sbw_size(const char *s, size_t *out)
 {
 	char *end;
@@ -84,7 +93,8 @@ static int sbw_size(const char *s, size_t *out)
 
 static void sbw_usage(FILE *f)
 {
-	fprintf(f, "usage: sock_bw [-s SIZE (1M)] [-D SECONDS (10)] [-p PORT (0: any)] [--json]\n"
+	fprintf(f, "usage: sock_bw [-s SIZE (1M)] [-D SECONDS (10)] [-p PORT (0: any)] [-C ALGO]\n"
+		   "               [--json]\n"
 		   "  TCP streaming over 127.0.0.1: a forked sender, this process receives.\n");
 }
 
@@ -94,6 +104,7 @@ static int sbw_parse(int argc, char **argv, struct sbw_opts *o)
 		{ "size", required_argument, NULL, 's' },
 		{ "duration", required_argument, NULL, 'D' },
 		{ "port", required_argument, NULL, 'p' },
+		{ "congestion", required_argument, NULL, 'C' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -104,7 +115,8 @@ static int sbw_parse(int argc, char **argv, struct sbw_opts *o)
 	o->duration = 10;
 	o->port = 0;
 	o->json = 0;
-	while ((c = getopt_long(argc, argv, "s:D:p:h", longs, NULL)) != -1) {
+	o->cc = NULL;
+	while ((c = getopt_long(argc, argv, "s:D:p:C:h", longs, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (sbw_size(optarg, &o->size))
@@ -119,6 +131,9 @@ static int sbw_parse(int argc, char **argv, struct sbw_opts *o)
 			o->port = atoi(optarg);
 			if (o->port < 0 || o->port > 65535)
 				goto bad;
+			break;
+		case 'C':
+			o->cc = optarg;
 			break;
 		case 'j':
 			o->json = 1;
@@ -149,7 +164,8 @@ static int sbw_sender(const struct sbw_opts *o, const struct sockaddr_in *sa, in
 
 	buf = malloc(o->size);
 	fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (!buf || fd < 0 || connect(fd, (const struct sockaddr *)sa, sizeof(*sa))) {
+	if (!buf || fd < 0 || sbw_set_cc(fd, o->cc) ||
+	    connect(fd, (const struct sockaddr *)sa, sizeof(*sa))) {
 		rep.err = errno ? errno : ENOMEM;
 		goto out;
 	}
@@ -218,6 +234,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sbw_set_cc(lfd, o.cc)) {
+		fprintf(stderr, "sock_bw: congestion control %s: %s\n", o.cc, strerror(errno));
+		return 1;
+	}
 	sa.sin_family = AF_INET;
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	sa.sin_port = htons((uint16_t)o.port);
