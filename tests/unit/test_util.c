@@ -375,6 +375,19 @@ static void test_le(void **state)
 	assert_true(ferryi_get_le64(b) == UINT64_C(0x0102030405060708));
 	ferryi_put_le64(b, UINT64_MAX);
 	assert_true(ferryi_get_le64(b) == UINT64_MAX);
+
+	/* Wire fields sit at any offset: unaligned stores and loads (UBSan watches). */
+	uint8_t u[16] = {0};
+	ferryi_put_le64(u + 3, UINT64_C(0x1122334455667788));
+	ferryi_put_le32(u + 11, 0xa1b2c3d4);
+	assert_int_equal(u[3], 0x88);
+	assert_int_equal(u[10], 0x11);
+	assert_int_equal(u[11], 0xd4);
+	assert_int_equal(u[2], 0);
+	assert_int_equal(u[15], 0);
+	assert_true(ferryi_get_le64(u + 3) == UINT64_C(0x1122334455667788));
+	assert_true(ferryi_get_le32(u + 11) == 0xa1b2c3d4);
+	assert_int_equal(ferryi_get_le16(u + 9), 0x1122);
 }
 
 int main(void)
