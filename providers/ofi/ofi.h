@@ -45,10 +45,10 @@
 #define OFI_ADDR_MAX 128u        /* largest fabric address we carry                 */
 #define OFI_RAW_KEY_MAX 64u      /* largest FI_MR_RAW key we pack                   */
 #define OFI_RMA_PIECE_MAX (1ull << 30) /* one fi_write/fi_read moves at most this   */
-#define OFI_RMA_PIECE (4ull << 20)     /* ... and we post pieces of this size: each
-					  completion shows the peer alive to probes */
-#define OFI_RMA_PIECE_VERBS (1ull << 20) /* on verbs: a peer's answer waits behind
-					  the window's read responses (see ofi_dom_open) */
+#define OFI_RMA_PIECE (4ull << 20)     /* ... and we post pieces of this size on shm:
+					  each completion shows the peer alive to probes */
+#define OFI_RMA_PIECE_STREAM (1ull << 20) /* on tcp and verbs: a probe or its answer
+					  waits behind the window's data (ofi_dom_open) */
 #define OFI_RMA_WINDOW 4u              /* pieces per window of an op: what may stand
 					  in a stream in front of a probe or its answer */
 #define OFI_SHM_PORT_MIN 20000u  /* ofi+shm://h:0 picks a port in [MIN, MIN+RANGE) */

@@ -135,12 +135,16 @@ static int ofi_dom_open(struct ofi_inst *oi, const char *sel, struct fi_info *in
 	dom->is_shm = strcmp(dom->prov_name, "shm") == 0;
 	dom->is_verbs = strncmp(dom->prov_name, "verbs", 5) == 0;
 	/*
-	 * On an RC queue pair the peer's responder serves requests in order: a probe
-	 * or its answer sent behind a window of reads waits for all their response
-	 * data. 4 x 4 MiB is over 200 ms on soft-RoCE under emulation (fast probe
-	 * settings call that silence death); 4 x 1 MiB still fills real links.
+	 * tcp and verbs carry everything to a peer in one ordered stream (rxm's tcp
+	 * connection, an RC queue pair whose responder serves requests in order): a
+	 * probe or its answer sent behind a window of pieces waits for all their data.
+	 * 4 x 4 MiB took over 200 ms on soft-RoCE under emulation and on tcp under
+	 * ThreadSanitizer (fast probe settings call that silence death: the 256 MiB
+	 * send of msg.long_transfer_probes failed every time on ofi+tcp under TSan,
+	 * three probes queued behind the data); 4 x 1 MiB still fills real links.
+	 * shm copies a piece inside the post and has no stream to queue behind.
 	 */
-	dom->rma_piece = dom->is_verbs ? OFI_RMA_PIECE_VERBS : OFI_RMA_PIECE;
+	dom->rma_piece = dom->is_shm ? OFI_RMA_PIECE : OFI_RMA_PIECE_STREAM;
 	if (dom->rma_piece > dom->max_msg)
 		dom->rma_piece = dom->max_msg;
 	dom->wait_fd = oi->wait_fd; /* until a CQ says otherwise */

@@ -1,6 +1,7 @@
 /*
  * ofi_rma.c - one-sided operations: fi_write/fi_read straight on the user's buffer,
- * in pieces of at most dom->rma_piece (4 MiB, 1 MiB on verbs), a window of OFI_RMA_WINDOW pieces at a time;
+ * in pieces of at most dom->rma_piece (4 MiB on shm, 1 MiB on tcp and verbs), a window
+ * of OFI_RMA_WINDOW pieces at a time;
  * and the checked protocol (RMA_REQ / RMA_ACK / RMA_DONE) that lets the target refuse
  * stale or foreign keys with FERRY_EBADKEY on a live endpoint (see ofi_ep.c).
  */
