@@ -968,18 +968,43 @@ static void *accept_thread(void *p)
 	return NULL;
 }
 
-static struct ferry_ctx *client_ctx(void)
+static struct ferry_ctx *client_ctx_at(enum ferry_log_level level)
 {
 	struct ferry_ctx *cli;
 	struct ferry_config cfg;
 
 	ferry_config_init(&cfg);
 	cfg.providers = "tcp";
-	cfg.log_level = FERRY_LOG_ERROR;
+	cfg.log_level = level;
 	cfg.reconnect_attempts = 1;
 	cfg.probe_interval_ms = 0;
 	assert_int_equal(ferry_ctx_create(&cfg, &cli), 0);
 	return cli;
+}
+
+static struct ferry_ctx *client_ctx(void)
+{
+	return client_ctx_at(FERRY_LOG_ERROR);
+}
+
+/* cli connects to l; ferry_connect drives only the client, so the listener's side
+ * accepts on a thread. */
+static void connect_pair(struct ferry_ctx *cli, struct ferry_listener *l, struct ferry_ep **cep,
+			 struct ferry_ep **sep)
+{
+	struct ferry_connect_attr ca = {.flags = FERRY_CONNECT_PRIVATE, .timeout_ms = WAIT_MS};
+	struct accept_arg a = {.l = l};
+	char addr[256];
+	size_t len = sizeof(addr);
+	pthread_t t;
+
+	assert_int_equal(ferry_listener_addr(l, addr, &len), 0);
+	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
+	int rc = ferry_connect(cli, addr, &ca, cep);
+	pthread_join(t, NULL);
+	assert_int_equal(rc, 0);
+	assert_int_equal(a.rc, 0);
+	*sep = a.ep;
 }
 
 /* Several listeners on several ports serve at once, raw clients and ferry clients. */
@@ -987,13 +1012,9 @@ static void two_listeners(void **state)
 {
 	struct wire *w = *state;
 	struct ferry_listener *l1 = w->l, *l2;
-	struct ferry_connect_attr ca = {.flags = FERRY_CONNECT_PRIVATE, .timeout_ms = WAIT_MS};
-	struct accept_arg a = {0};
 	struct ferry_completion c;
-	struct ferry_ep *cep = NULL;
-	char addr[256], got[8] = "";
-	size_t len = sizeof(addr);
-	pthread_t t;
+	struct ferry_ep *cep = NULL, *sep = NULL;
+	char got[8] = "";
 
 	assert_int_equal(ferry_listen(w->ctx, "tcp://127.0.0.1:0", NULL, &l2), 0);
 	uint16_t port2 = listener_port(l2);
@@ -1003,17 +1024,10 @@ static void two_listeners(void **state)
 	check_serves(w, port2);
 	w->l = l1;
 
-	/* A ferry client (its own context) to the second listener; ferry_connect drives
-	 * only the client, so the server accepts on a thread. */
+	/* A ferry client (its own context) to the second listener. */
 	struct ferry_ctx *cli = client_ctx();
-	assert_int_equal(ferry_listener_addr(l2, addr, &len), 0);
-	a.l = l2;
-	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
-	int rc = ferry_connect(cli, addr, &ca, &cep);
-	pthread_join(t, NULL);
-	assert_int_equal(rc, 0);
-	assert_int_equal(a.rc, 0);
-	assert_int_equal(ferry_recv(a.ep, got, sizeof(got), 3, ~0ull, NULL, NULL), 0);
+	connect_pair(cli, l2, &cep, &sep);
+	assert_int_equal(ferry_recv(sep, got, sizeof(got), 3, ~0ull, NULL, NULL), 0);
 	assert_int_equal(ferry_send(cep, "hi", 2, 3, NULL, NULL), 0);
 	assert_int_equal(wait_completion(w, &c), 0);
 	assert_int_equal(c.len, 2);
@@ -1021,7 +1035,7 @@ static void two_listeners(void **state)
 	assert_int_equal(ferry_cq_wait(ferry_ctx_cq(cli), &c, 1, WAIT_MS), 1);
 	assert_int_equal(c.status, 0);
 	ferry_ep_close(cep);
-	ferry_ep_close(a.ep);
+	ferry_ep_close(sep);
 	ferry_ctx_destroy(cli);
 	ferry_listener_close(l2);
 	check_serves(w, w->port);
@@ -1454,43 +1468,24 @@ static void sock_cc(uint16_t lport, uint16_t rport, char *cc, size_t len)
 		fail_msg("no socket 127.0.0.1:%u -> :%u in this process", lport, rport);
 }
 
+/* A context made with FERRY_TCP_CONGESTION=cc (NULL: unset). */
 static struct ferry_ctx *cc_ctx(const char *cc, enum ferry_log_level level)
 {
-	struct ferry_ctx *ctx;
-	struct ferry_config cfg;
-
 	if (cc)
 		setenv("FERRY_TCP_CONGESTION", cc, 1);
 	else
 		unsetenv("FERRY_TCP_CONGESTION");
-	ferry_config_init(&cfg);
-	cfg.providers = "tcp";
-	cfg.log_level = level;
-	cfg.reconnect_attempts = 1;
-	cfg.probe_interval_ms = 0;
-	assert_int_equal(ferry_ctx_create(&cfg, &ctx), 0);
+	struct ferry_ctx *ctx = client_ctx_at(level);
 	unsetenv("FERRY_TCP_CONGESTION");
 	return ctx;
 }
 
-/* cli connects to l (served by a thread); returns cli's local port, *sep the accepted. */
+/* connect_pair, returning cli's local port (as the accepted side sees it). */
 static uint16_t cc_connect(struct ferry_ctx *cli, struct ferry_listener *l, struct ferry_ep **cep,
 			   struct ferry_ep **sep)
 {
-	struct ferry_connect_attr ca = {.flags = FERRY_CONNECT_PRIVATE, .timeout_ms = WAIT_MS};
-	struct accept_arg a = {.l = l};
-	char addr[256];
-	size_t len = sizeof(addr);
-	pthread_t t;
-
-	assert_int_equal(ferry_listener_addr(l, addr, &len), 0);
-	assert_int_equal(pthread_create(&t, NULL, accept_thread, &a), 0);
-	int rc = ferry_connect(cli, addr, &ca, cep);
-	pthread_join(t, NULL);
-	assert_int_equal(rc, 0);
-	assert_int_equal(a.rc, 0);
-	*sep = a.ep;
-	const char *peer = ferry_ep_peer(a.ep);
+	connect_pair(cli, l, cep, sep);
+	const char *peer = ferry_ep_peer(*sep);
 	assert_non_null(peer);
 	assert_non_null(strrchr(peer, ':'));
 	return (uint16_t)atoi(strrchr(peer, ':') + 1);
