@@ -45,9 +45,10 @@
  * fi_write (FI_DELIVERY_COMPLETE: done means at the target) and fi_read, in pieces of
  * 4 MiB on shm, 1 MiB on tcp and verbs, posted four at a time (so a probe does not
  * wait behind much data in a stream, and every piece shows the peer alive), never
- * above the fabric's max_msg_size. Fabrics do not all enforce keys (shm's single-copy path does not check them at all; tcp tears the connection
- * down on a bad key), and ferry promises that a stale or foreign key is refused with
- * FERRY_EBADKEY on a live endpoint. So by default (FERRY_OFI_RMA_CHECK=1; always on
+ * above the fabric's max_msg_size. Fabrics do not all enforce keys (shm's single-copy
+ * path does not check them at all; tcp tears the connection down on a bad key), and
+ * ferry promises that a stale or foreign key is refused with FERRY_EBADKEY on a live
+ * endpoint. So by default (FERRY_OFI_RMA_CHECK=1; always on
  * shm) each op first asks the target: RMA_REQ {region key, offset, length, address}
  * -> the target checks it with ferryi_mr_remote_get() and holds the region -> RMA_ACK
  * {status, hold id} -> the transfer -> RMA_DONE releases the hold. With
