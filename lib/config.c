@@ -76,7 +76,7 @@ static const char *const compress_names[] = {
 
 /* idle_timeout_s travels as milliseconds in a uint32_t at the handshake. */
 #define CFG_IDLE_MAX_S (UINT32_MAX / 1000u)
-/* CQ rings are sized in powers of two of entries; keep that within 32 bits. */
+/* A CQ ring's indices (head + count, both below the size) must stay within 32 bits. */
 #define CFG_CQ_MAX (1u << 30)
 
 static const struct cfg_var cfg_vars[] = {

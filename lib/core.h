@@ -266,9 +266,10 @@ struct ferryi_op {
 	bool rndv_rts_done;                /* sender: the announce went out            */
 	bool rndv_fin;                     /* sender: the peer's finish arrived        */
 	int rndv_status;                   /* sender: status the finish carried        */
-	uint8_t rndv_pack[FERRY_RKEY_MAX + 32]; /* sender: the RTS payload             */
 	/* provider scratch: whatever the owning provider needs per op */
 	uint64_t prov[12];
+	/* Not zeroed by ferryi_op_alloc (written before it is read): keep it last. */
+	uint8_t rndv_pack[FERRY_RKEY_MAX + 32]; /* sender: the RTS payload             */
 };
 
 static inline uint64_t ferryi_op_id(const struct ferryi_op *op)

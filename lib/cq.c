@@ -34,6 +34,14 @@ static uint32_t cq_count(const struct ferry_cq *cq)
 	return atomic_load_explicit(&cq->count, memory_order_relaxed);
 }
 
+/* The ring slot i entries after head, i <= cap: a compare, where % by the run-time
+ * capacity cost a division (~25 cycles) per push and per pop. */
+static uint32_t cq_slot(const struct ferry_cq *cq, uint32_t i)
+{
+	uint32_t s = cq->head + i; /* head < cap <= UINT32_MAX / 2: cannot wrap */
+	return s >= cq->cap ? s - cq->cap : s;
+}
+
 int ferryi_cq_reserve(struct ferry_cq *cq)
 {
 	if (cq_count(cq) + cq->reserved >= cq->cap)
@@ -51,7 +59,7 @@ void ferryi_cq_push(struct ferry_cq *cq, const struct ferry_completion *c,
 		    struct ferryi_prov_inst *pi)
 {
 	uint32_t count = cq_count(cq);
-	struct ferryi_cqe *e = &cq->ring[(cq->head + count) % cq->cap];
+	struct ferryi_cqe *e = &cq->ring[cq_slot(cq, count)];
 	e->c = *c;
 	e->pi = pi;
 	cq->reserved--;
@@ -68,7 +76,7 @@ static int cq_pop_locked(struct ferry_cq *cq, struct ferry_completion *out, int 
 	int n = 0;
 	while (n < max && count > 0) {
 		out[n++] = cq->ring[cq->head].c;
-		cq->head = (cq->head + 1) % cq->cap;
+		cq->head = cq_slot(cq, 1);
 		count--;
 	}
 	atomic_store_explicit(&cq->count, count, memory_order_relaxed);
@@ -99,7 +107,7 @@ void ferryi_cq_discard_all(struct ferry_cq *cq)
 	while (count > 0) {
 		struct ferryi_cqe *e = &cq->ring[cq->head];
 		e->pi->stats.completions_discarded++;
-		cq->head = (cq->head + 1) % cq->cap;
+		cq->head = cq_slot(cq, 1);
 		count--;
 		ferryi_ep_unref(e->c.ep);
 	}

@@ -75,8 +75,7 @@ int ferryi_op_alloc2(struct ferry_ep *ep, enum ferry_op_type type, struct ferry_
 		if (!op)
 			goto nomem;
 	}
-	memset(op, 0, offsetof(struct ferryi_op, rndv_pack));
-	memset(op->prov, 0, sizeof(op->prov));
+	ferryi_zero(op, offsetof(struct ferryi_op, rndv_pack));
 	if (op_slot_get(ctx, op) < 0) {
 		free(op);
 		goto nomem;

@@ -121,6 +121,19 @@ uint64_t ferryi_hash_str(const char *s);
 
 /* ------------------------------------------------------------------ misc */
 
+/*
+ * Zeroes n bytes through libc's memset, never the compiler's inline expansion: for a
+ * constant size of a few hundred bytes gcc's generic tuning emits `rep stosq`, whose
+ * start-up cost (about 57 cycles for 272 bytes on this project's Xeons, against 14 for
+ * libc's vector memset) was the largest single cost of posting an operation. The
+ * volatile pointer keeps the call a call.
+ */
+static inline void ferryi_zero(void *p, size_t n)
+{
+	static void *(*volatile const zero_fn)(void *, int, size_t) = memset;
+	zero_fn(p, 0, n);
+}
+
 /* 64 random bits from the kernel's CSPRNG (getrandom); never fails silently. */
 uint64_t ferryi_random64(void);
 void ferryi_random_fill(void *buf, size_t len);
