@@ -369,6 +369,16 @@ void ferryi_ep_gone(struct ferry_ep *ep);
  * a peer dead that is busy reading it.
  */
 void ferryi_ep_rx_activity(struct ferry_ep *ep);
+/*
+ * Whether ep has told its peer nothing for a probe interval, counted from told_ns
+ * (the provider's last output to the peer). A stream provider asks this while it
+ * reads: a peer that streams to us hears nothing else while its own probes wait
+ * behind the bytes it already sent (FERRY_PROBE_MISSES intervals of that and it
+ * declares us dead, however busily we read), so we send it ferryi_ep_beat().
+ */
+bool ferryi_ep_beat_due(struct ferry_ep *ep, uint64_t told_ns);
+/* An unsolicited probe answer: a sign of life that asks for none back. */
+void ferryi_ep_beat(struct ferry_ep *ep);
 
 /*
  * Whether the context admits new endpoints: 0, or FERRY_EDRAINING while draining.

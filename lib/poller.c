@@ -227,6 +227,18 @@ static void probe_send(struct ferry_ep *ep)
 		ep->pi->stats.probes_sent++;
 }
 
+bool ferryi_ep_beat_due(struct ferry_ep *ep, uint64_t told_ns)
+{
+	uint64_t interval = ms_ns(ep->ctx->cfg.probe_interval_ms);
+	return interval && ferryi_coarse_now_ns(ep->ctx) - told_ns >= interval;
+}
+
+void ferryi_ep_beat(struct ferry_ep *ep)
+{
+	if (ferryi_send_ctrl(ep, FERRYI_MSG_PROBE_ACK, ferryi_ep_pin_flag(ep), 0) == 0)
+		ep->pi->stats.beats_sent++;
+}
+
 void ferryi_ep_pin_changed(struct ferry_ep *ep)
 {
 	/*

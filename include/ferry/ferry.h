@@ -618,6 +618,8 @@ struct ferry_stats {
 	uint64_t reg_cache_invalidations; /* entries dropped because their memory was
 					     unmapped, remapped or discarded               */
 	uint64_t reg_cache_bytes, reg_cache_entries; /* gauges: what is cached now       */
+	uint64_t beats_sent;              /* unasked signs of life to a peer that streams
+					     to us (TCP): its probes wait behind its data  */
 };
 
 /**

@@ -561,6 +561,8 @@ static int tcp_tx_once(struct ferry_ep *ep, uint64_t *wrote)
 	 */
 	if (n > 0 && te->want_out)
 		ferryi_ep_rx_activity(ep);
+	if (n > 0)
+		te->told_ns = ferryi_coarse_now_ns(ep->ctx);
 	*wrote += (uint64_t)n;
 	ferryi_list_init(&done);
 	ferryi_list_init(&done_ctl);
@@ -741,6 +743,7 @@ void ferryi_tcp_hs_done(struct ferry_ep *ep)
 	struct ferryi_list_node *n, *tmp;
 
 	te->hs = FERRYI_TCP_HS_DONE;
+	te->told_ns = ferryi_coarse_now_ns(ep->ctx); /* our half of the handshake */
 	if (ferryi_timer_armed(&te->hs_timer))
 		ferryi_timer_cancel(ep->ctx, &te->hs_timer);
 	ferryi_list_init(&bad);
@@ -1099,6 +1102,12 @@ static void tcp_rx_run(struct ferry_ep *ep)
 			drained = true;
 	}
 	tcp_stage_give(ep);
+	/* After the loop: the beat may write, and a write may fail the endpoint. */
+	if (activity && !te->closed && !te->io_error && ep->state == FERRYI_EP_CONNECTED &&
+	    ferryi_ep_beat_due(ep, te->told_ns)) {
+		te->told_ns = ferryi_coarse_now_ns(ep->ctx); /* once, even if it queues */
+		ferryi_ep_beat(ep);
+	}
 }
 
 void ferryi_tcp_poll_fn(struct ferryi_poll_handle *h, uint32_t events)

@@ -170,6 +170,7 @@ struct ferryi_tcp_ep {
 	bool gone;                 /* ferryi_ep_gone() was called                      */
 	bool io_error;             /* the socket failed: nothing more may be written   */
 	bool want_out;             /* EPOLLOUT armed: the socket buffer was full       */
+	uint64_t told_ns;          /* coarse clock of our last bytes into the socket  */
 	struct ferryi_list_node cork_link; /* inst->corked: FERRY_OP_MORE posts held */
 	bool flushing, flush_again;
 	uint8_t hs;                /* FERRYI_TCP_HS_*                                  */

@@ -340,6 +340,50 @@ static void case_throttle(void)
 	w_close(&w);
 }
 
+/*
+ * A slow reader: once the streaming side wrote its last byte it hears nothing from
+ * its own writes, and its probes wait behind everything the sockets and the proxy
+ * still buffer; at 1 MB/s that takes longer than the probe window to drain. Only
+ * the reader's beats (it reads, and has told the peer nothing for an interval)
+ * keep the streaming side from declaring it dead. Both directions stream.
+ */
+static void case_slow_reader(void)
+{
+	struct world w;
+	struct ft_load load;
+	struct fp_dir_cfg d = {.rate_bps = 1000000};
+	struct ferry_stats cs, ss;
+
+	probes_fast();
+	w_open(&w, 4 * MiB, 4 * 2 * MiB);
+	fp_set_defaults(w.px, &d, &d);
+	ft_load_default(&load);
+	load.max_msg = load.max_rma = 2 * MiB;
+	load.small_pct = 100;
+	struct ft_sess *s = w_sess(&w, false, &load);
+	uint64_t t0 = ft_now_ms();
+	for (int k = 0; k < 4; k++)
+		FT_ASSERT_RC(ft_sess_post(s, (enum ft_kind)k, 2 * MiB), 0);
+	FT_EXPECT(ft_tab_wait_idle(&w.tab, 60000, "slow_reader"), "ops hang");
+	ferry_stats_get(w.cctx, NULL, &cs);
+	ferry_stats_get(w.sctx, NULL, &ss);
+	ft_note("1 MB/s each way: 4 x 2 MiB in %llu ms (probe window %llu ms); beats sent: "
+		"client %llu, server %llu",
+		(unsigned long long)(ft_now_ms() - t0),
+		(unsigned long long)probe_window_ms(w.cctx), (unsigned long long)cs.beats_sent,
+		(unsigned long long)ss.beats_sent);
+	FT_EXPECT(ft_counts_total(&w.counts, 0) == 4 && ft_counts_total(&w.counts, 2) == 0,
+		  "a slow but live reader failed ops");
+	FT_EXPECT(cs.peers_dead == 0 && ss.peers_dead == 0,
+		  "a slow but live reader was declared dead (client %llu, server %llu)",
+		  (unsigned long long)cs.peers_dead, (unsigned long long)ss.peers_dead);
+	FT_EXPECT(cs.beats_sent > 0 && ss.beats_sent > 0,
+		  "a side that read for seconds sent no beat (client %llu, server %llu)",
+		  (unsigned long long)cs.beats_sent, (unsigned long long)ss.beats_sent);
+	ft_sess_close(s, true, true);
+	w_close(&w);
+}
+
 static void case_stall_short(void)
 {
 	struct world w;
@@ -1026,6 +1070,7 @@ static const struct {
 	{"passthrough", case_passthrough},
 	{"delay", case_delay},
 	{"throttle", case_throttle},
+	{"slow_reader", case_slow_reader},
 	{"stall_short", case_stall_short},
 	{"stall_long", case_stall_long},
 	{"silent_both", case_silent_both},
