@@ -51,6 +51,8 @@
 					  waits behind the window's data (ofi_dom_open) */
 #define OFI_RMA_WINDOW 4u              /* pieces per window of an op: what may stand
 					  in a stream in front of a probe or its answer */
+#define OFI_RMA_TCP_PEER 2u            /* tcp: pieces in flight per peer, all ops
+					  together (ofi_dom_open says why)          */
 #define OFI_SHM_PORT_MIN 20000u  /* ofi+shm://h:0 picks a port in [MIN, MIN+RANGE) */
 #define OFI_SHM_PORT_RANGE 40000u
 
@@ -107,6 +109,7 @@ struct ofi_dom {
 	size_t inject;               /* tx inject_size                                  */
 	uint64_t max_msg;            /* one transfer's limit                            */
 	uint64_t rma_piece;          /* what one fi_write/fi_read moves (<= max_msg)     */
+	unsigned rma_peer_max;       /* pieces in flight per peer (UINT_MAX: no limit)   */
 	uint32_t ksid;               /* key space id (FI_MR_ENDPOINT: per port instead) */
 	bool wait_fd;                /* its CQs can give an fd (FI_WAIT_FD)             */
 	bool is_shm;                 /* names instead of sockaddrs; doorbells           */
@@ -133,6 +136,9 @@ struct ofi_peer {
 	unsigned eps;                /* ferry endpoints using it                        */
 	bool removed;                /* its AV entry is gone: never post to fa again    */
 	uint64_t ctl_pass;           /* flush pass in which it hit EAGAIN               */
+	unsigned rma_out;            /* one-sided pieces in flight to it                */
+	struct ferryi_list rma_wait; /* struct ofi_rma (retry_link) held back by
+					dom->rma_peer_max, oldest first              */
 };
 
 /* A send buffer (bounce buffer): header + payload, registered with the port. */
@@ -283,8 +289,9 @@ struct ofi_rma {
 	struct ofi_ctx c;
 	struct ferryi_list_node port_link; /* port->rmas */
 	struct ferryi_list_node oep_link;  /* oep->rmas while the ep is around */
-	struct ferryi_list_node retry_link; /* port->rma_retry */
+	struct ferryi_list_node retry_link; /* port->rma_retry or peer->rma_wait */
 	struct ofi_port *port;
+	struct ofi_peer *peer;          /* held (a reference) until freed      */
 	struct ferry_ep *ep;            /* NULL once detached */
 	struct ferryi_op *op;           /* NULL once completed */
 	enum ofi_rma_state state;

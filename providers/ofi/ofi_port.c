@@ -106,6 +106,7 @@ int ofi_peer_get(struct ofi_port *port, const void *addr, size_t len,
 		return rc < 0 ? ofi_fi_err(-rc) : FERRY_EHOSTUNREACH;
 	}
 	peer->refs = 1;
+	ferryi_list_init(&peer->rma_wait);
 	peer->addrlen = len;
 	memcpy(peer->addr, addr, len);
 	if (port->dom->is_shm) {

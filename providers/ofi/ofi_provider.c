@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include "ofi.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,14 @@ static int ofi_dom_open(struct ofi_inst *oi, const char *sel, struct fi_info *in
 	dom->rma_piece = dom->is_shm ? OFI_RMA_PIECE : OFI_RMA_PIECE_STREAM;
 	if (dom->rma_piece > dom->max_msg)
 		dom->rma_piece = dom->max_msg;
+	/*
+	 * On tcp, pieces of several ops in flight to one peer at once cost bandwidth:
+	 * ferry_perf send_bw 1 MiB with 128 outstanding (up to 32 rendezvous reads at
+	 * once) made a median 4.5 GB/s, with at most 2 pieces per peer 5.8 (4: 5.7, 1:
+	 * 4.0; 5 runs each, alternated; docs/BENCHMARKS.md). Not on shm (each piece is
+	 * a copy inside the post) nor on verbs (an RC responder pipelines reads).
+	 */
+	dom->rma_peer_max = dom->is_shm || dom->is_verbs ? UINT_MAX : OFI_RMA_TCP_PEER;
 	dom->wait_fd = oi->wait_fd; /* until a CQ says otherwise */
 	/* A write completes when the data is at the target, as on verbs and ferry's tcp;
 	 * shm's single-copy writes are synchronous already. */

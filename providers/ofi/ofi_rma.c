@@ -25,6 +25,7 @@ void ofi_free_rma(struct ofi_port *port, struct ofi_rma *r, bool owner_alive)
 		fi_close(&r->tmp_mr->fid);
 	if (r->raw_mapped)
 		(void)fi_mr_unmap_key(port->dom->domain, r->rkey);
+	ofi_peer_put(port, r->peer);
 	free(r);
 }
 
@@ -96,6 +97,8 @@ static int ofi_rma_start(struct ferry_ep *ep, struct ferryi_op *op, bool write)
 			return rc;
 		}
 	}
+	r->peer = oep->peer; /* from here on r is freed by ofi_free_rma */
+	r->peer->refs++;
 	op->prov[0] = (uint64_t)(uintptr_t)r;
 	ferryi_list_push_back(&port->rmas, &r->port_link);
 	ferryi_list_push_back(&oep->rmas, &r->oep_link);
@@ -152,6 +155,12 @@ void ofi_rma_post(struct ofi_rma *r)
 	struct ofi_ep *oep = ofi_ep(r->ep);
 
 	while (op && r->next < op->len && !r->status && r->out < OFI_RMA_WINDOW) {
+		if (r->peer->rma_out >= port->dom->rma_peer_max) {
+			/* Its turn comes when a piece to this peer completes. */
+			if (!ferryi_node_linked(&r->retry_link))
+				ferryi_list_push_back(&r->peer->rma_wait, &r->retry_link);
+			return;
+		}
 		uint64_t n = FERRYI_MIN(op->len - r->next, port->dom->rma_piece);
 		char *buf = (char *)op->buf + r->next;
 		ssize_t rc = -FI_ENOTCONN;
@@ -177,6 +186,7 @@ void ofi_rma_post(struct ofi_rma *r)
 		r->next += n;
 		r->out++;
 		port->rma_out++;
+		r->peer->rma_out++;
 	}
 	if (ferryi_node_linked(&r->retry_link))
 		ferryi_list_remove(&r->retry_link);
@@ -213,12 +223,27 @@ void ofi_rma_finish(struct ofi_rma *r)
 		ferryi_op_done(op, status);
 }
 
+/* Posts what waits for the peer (dom->rma_peer_max), oldest first, while it may. */
+/* Posts what waits for the peer (dom->rma_peer_max), oldest first, while it may. */
+static void ofi_rma_resume(struct ofi_port *port, struct ofi_peer *peer)
+{
+	struct ferryi_list_node *n;
+
+	while (peer->rma_out < port->dom->rma_peer_max &&
+	       (n = ferryi_list_first(&peer->rma_wait))) {
+		ferryi_list_remove(n);
+		ofi_rma_post(ferryi_container_of(n, struct ofi_rma, retry_link));
+	}
+}
+
 void ofi_rma_complete(struct ofi_rma *r, int status, const char *why)
 {
 	struct ofi_port *port = r->port;
+	struct ofi_peer *peer = r->peer;
 
 	r->out--;
 	port->rma_out--;
+	peer->rma_out--;
 	if (status == 0 && r->ep && !ofi_ep(r->ep)->closing)
 		ferryi_ep_rx_activity(r->ep); /* data moved to or from the peer: it is alive */
 	if (status < 0 && !r->status) {
@@ -226,17 +251,22 @@ void ofi_rma_complete(struct ofi_rma *r, int status, const char *why)
 			    r->ep->peer, ofi_ep(r->ep)->closing ? "(closing)" : "", why ? why : "");
 		r->status = status;
 	}
-	if (ferryi_node_linked(&r->retry_link) || r->out > 0)
-		return; /* the retry list, or the window's last piece, goes on */
-	/*
-	 * Window by window, not sliding: xnet serves read responses ahead of ordinary
-	 * sends, so a steady stream of requests would keep the peer's probes and their
-	 * answers from ever leaving. The pause between windows lets them out.
-	 */
-	if (r->op && r->next < r->op->len && !r->status)
+	peer->refs++; /* r may be freed below */
+	if (ferryi_node_linked(&r->retry_link) || r->out > 0) {
+		/* the retry or wait list, or the window's last piece, goes on */
+	} else if (r->op && r->next < r->op->len && !r->status) {
+		/*
+		 * Window by window, not sliding: xnet serves read responses ahead of
+		 * ordinary sends, so a steady stream of requests would keep the peer's
+		 * probes and their answers from ever leaving. The pause between windows
+		 * lets them out. An op under way goes on before the ones waiting.
+		 */
 		ofi_rma_post(r);
-	else
+	} else {
 		ofi_rma_finish(r);
+	}
+	ofi_rma_resume(port, peer);
+	ofi_peer_put(port, peer);
 }
 
 void ofi_on_rma_req(struct ofi_ep *oep, const struct ofi_hdr *h, const uint8_t *pl,
