@@ -587,7 +587,7 @@ int ferryi_config_check(const struct ferry_config *cfg)
 
 /* One line per variable of vars: cfg's value and def's. */
 static int cfg_describe_vars(const void *cfg, const void *def, const struct cfg_var *vars,
-			     size_t nvars, FILE *out)
+			     size_t nvars, bool mark_env, FILE *out)
 {
 	for (size_t i = 0; i < nvars; i++) {
 		const struct cfg_var *v = &vars[i];
@@ -602,14 +602,16 @@ static int cfg_describe_vars(const void *cfg, const void *def, const struct cfg_
 			if (!shown)
 				shown = "";
 		}
-		if (fprintf(out, "%s=%s  # default %s\n", v->name, shown,
-			    dval[0] ? dval : "(unset)") < 0)
+		const char *env = mark_env ? getenv(v->name) : NULL;
+		if (fprintf(out, "%s=%s  # default %s%s\n", v->name, shown,
+			    dval[0] ? dval : "(unset)",
+			    env && env[0] ? "; set in the environment" : "") < 0)
 			return FERRY_EIO;
 	}
 	return 0;
 }
 
-int ferryi_config_describe(const struct ferry_config *cfg, FILE *out)
+static int config_describe(const struct ferry_config *cfg, bool mark_env, FILE *out)
 {
 	struct ferry_config def;
 	struct ferryi_config_ext xdef, x;
@@ -626,9 +628,29 @@ int ferryi_config_describe(const struct ferry_config *cfg, FILE *out)
 		(void)ferryi_config_ext_from_env(&x);
 	else
 		cfg = &def;
-	rc = cfg_describe_vars(cfg, &def, cfg_vars, FERRYI_ARRAY_LEN(cfg_vars), out);
+	rc = cfg_describe_vars(cfg, &def, cfg_vars, FERRYI_ARRAY_LEN(cfg_vars), mark_env, out);
 	if (rc == 0)
 		rc = cfg_describe_vars(&x, &xdef, cfg_ext_vars, FERRYI_ARRAY_LEN(cfg_ext_vars),
-				       out);
+				       mark_env, out);
 	return rc;
+}
+
+int ferryi_config_describe(const struct ferry_config *cfg, FILE *out)
+{
+	return config_describe(cfg, false, out);
+}
+
+int ferry_config_print(const struct ferry_config *cfg, FILE *out)
+{
+	struct ferry_config eff;
+
+	if (!out)
+		return FERRY_EINVAL;
+	if (cfg)
+		eff = *cfg;
+	else
+		ferry_config_init(&eff);
+	int env_rc = ferry_config_from_env(&eff); /* as ferry_ctx_create() combines them */
+	int rc = config_describe(&eff, true, out);
+	return rc < 0 ? rc : env_rc;
 }

@@ -2,7 +2,7 @@
  * ferry_info - what this ferry build can do on this machine.
  *
  *   ferry_info            version, providers (built? usable? devices or reason) and
- *                         the effective FERRY_* configuration
+ *                         the effective core configuration (ferry_config_print)
  *   ferry_info --usable   the names of the usable providers, one per line, in the
  *                         order the library lists them (for scripts)
  *
@@ -75,165 +75,16 @@ static void fi_print_providers(const struct ferry_provider_info *p, int n)
 
 /* ------------------------------------------------------------------ configuration */
 
-enum fi_kind { FI_U32, FI_U64, FI_INT, FI_DBL, FI_STR, FI_LOG, FI_FALLBACK, FI_COMPRESS };
-
-struct fi_field {
-	const char *env;
-	enum fi_kind kind;
-	size_t off;
-	const char *unit;
-};
-
-#define FI_F(name, k, field, u)                                                      \
-	{ .env = (name), .kind = (k), .off = offsetof(struct ferry_config, field), .unit = (u) }
-
-/* Every field of struct ferry_config that has a variable (event_fn/arg have none). */
-static const struct fi_field fi_fields[] = {
-	FI_F("FERRY_LOG", FI_LOG, log_level, ""),
-	FI_F("FERRY_FALLBACK", FI_FALLBACK, fallback, ""),
-	FI_F("FERRY_PROVIDERS", FI_STR, providers, ""),
-	FI_F("FERRY_CONNECT_TIMEOUT_MS", FI_U32, connect_timeout_ms, "ms"),
-	FI_F("FERRY_HANDSHAKE_TIMEOUT_MS", FI_U32, handshake_timeout_ms, "ms"),
-	FI_F("FERRY_IDLE_TIMEOUT", FI_U32, idle_timeout_s, "s"),
-	FI_F("FERRY_PROBE_INTERVAL_MS", FI_U32, probe_interval_ms, "ms"),
-	FI_F("FERRY_PROBE_MISSES", FI_U32, probe_misses, ""),
-	FI_F("FERRY_RECONNECT_INITIAL_MS", FI_U32, reconnect_initial_ms, "ms"),
-	FI_F("FERRY_RECONNECT_MAX_MS", FI_U32, reconnect_max_ms, "ms"),
-	FI_F("FERRY_RECONNECT_MULTIPLIER", FI_DBL, reconnect_multiplier, ""),
-	FI_F("FERRY_RECONNECT_JITTER", FI_DBL, reconnect_jitter, ""),
-	FI_F("FERRY_RECONNECT_ATTEMPTS", FI_U32, reconnect_attempts, ""),
-	FI_F("FERRY_POOL_MAX", FI_U32, pool_max, ""),
-	FI_F("FERRY_LISTEN_BACKLOG", FI_U32, listen_backlog, ""),
-	FI_F("FERRY_MAX_ENDPOINTS", FI_U32, max_endpoints, ""),
-	FI_F("FERRY_EAGER_MAX", FI_U64, eager_max, "bytes"),
-	FI_F("FERRY_MAX_FRAME", FI_U64, max_frame, "bytes"),
-	FI_F("FERRY_UNEXPECTED_MAX", FI_U64, unexpected_max, "bytes"),
-	FI_F("FERRY_COMPRESS", FI_COMPRESS, compress, ""),
-	FI_F("FERRY_COMPRESS_LEVEL", FI_INT, compress_level, ""),
-	FI_F("FERRY_COMPRESS_MIN", FI_U64, compress_min, "bytes"),
-	FI_F("FERRY_PROGRESS_THREAD", FI_INT, progress_thread, ""),
-	FI_F("FERRY_CQ_SIZE", FI_U32, cq_size, "entries"),
-};
-
-static const char *fi_log_name(enum ferry_log_level l)
-{
-	switch (l) {
-	case FERRY_LOG_OFF: return "off";
-	case FERRY_LOG_ERROR: return "error";
-	case FERRY_LOG_WARN: return "warn";
-	case FERRY_LOG_INFO: return "info";
-	case FERRY_LOG_DEBUG: return "debug";
-	case FERRY_LOG_TRACE: return "trace";
-	}
-	return "?";
-}
-
-static const char *fi_fallback_name(enum ferry_fallback f)
-{
-	switch (f) {
-	case FERRY_FALLBACK_PREFER: return "prefer";
-	case FERRY_FALLBACK_REQUIRE: return "require";
-	case FERRY_FALLBACK_TCP_ONLY: return "tcp";
-	}
-	return "?";
-}
-
-static const char *fi_compress_name(enum ferry_compress c)
-{
-	switch (c) {
-	case FERRY_COMPRESS_OFF: return "off";
-	case FERRY_COMPRESS_ON: return "on";
-	case FERRY_COMPRESS_AUTO: return "auto";
-	}
-	return "?";
-}
-
-static void fi_format(const struct ferry_config *cfg, const struct fi_field *f, char *buf,
-		      size_t len)
-{
-	const char *p = (const char *)cfg + f->off;
-
-	switch (f->kind) {
-	case FI_U32: {
-		uint32_t v;
-		memcpy(&v, p, sizeof(v));
-		snprintf(buf, len, "%lu", (unsigned long)v);
-		break;
-	}
-	case FI_U64: {
-		/* Byte sizes with the largest exact K/M/G/T suffix, as FERRY_* accepts them. */
-		static const char sfx[] = "KMGT";
-		uint64_t v;
-		int i = -1;
-
-		memcpy(&v, p, sizeof(v));
-		while (v != 0 && i < 3 && (v & 1023) == 0) {
-			v >>= 10;
-			i++;
-		}
-		if (i < 0)
-			snprintf(buf, len, "%llu", (unsigned long long)v);
-		else
-			snprintf(buf, len, "%llu%c", (unsigned long long)v, sfx[i]);
-		break;
-	}
-	case FI_INT: {
-		int v;
-		memcpy(&v, p, sizeof(v));
-		snprintf(buf, len, "%d", v);
-		break;
-	}
-	case FI_DBL: {
-		double v;
-		memcpy(&v, p, sizeof(v));
-		snprintf(buf, len, "%g", v);
-		break;
-	}
-	case FI_STR: {
-		const char *v;
-		memcpy(&v, p, sizeof(v));
-		snprintf(buf, len, "%s", v ? v : "(all built in)");
-		break;
-	}
-	case FI_LOG:
-		snprintf(buf, len, "%s", fi_log_name(cfg->log_level));
-		break;
-	case FI_FALLBACK:
-		snprintf(buf, len, "%s", fi_fallback_name(cfg->fallback));
-		break;
-	case FI_COMPRESS:
-		snprintf(buf, len, "%s", fi_compress_name(cfg->compress));
-		break;
-	}
-}
-
 static int fi_print_config(void)
 {
-	struct ferry_config def, eff;
-	size_t i;
-	int rc;
-
-	ferry_config_init(&def);
-	ferry_config_init(&eff);
-	rc = ferry_config_from_env(&eff);
-
-	printf("\nconfiguration (defaults, overridden by FERRY_* variables):\n");
-	for (i = 0; i < sizeof(fi_fields) / sizeof(fi_fields[0]); i++) {
-		const struct fi_field *f = &fi_fields[i];
-		char v[128], d[128], shown[160];
-
-		fi_format(&eff, f, v, sizeof(v));
-		fi_format(&def, f, d, sizeof(d));
-		snprintf(shown, sizeof(shown), "%s%s%s", v, f->unit[0] ? " " : "", f->unit);
-		if (getenv(f->env) && getenv(f->env)[0])
-			printf("  %-28s %-20s set in the environment (default %s)\n", f->env, shown, d);
-		else
-			printf("  %-28s %s\n", f->env, shown);
-	}
-	if (rc < 0)
-		printf("warning: a FERRY_* variable is malformed and was ignored: %s\n",
-		       ferry_strerror(rc));
-	return rc < 0 ? rc : 0;
+	printf("\nconfiguration (defaults, overridden by FERRY_* variables; provider "
+	       "tunables in the README):\n");
+	fflush(stdout);
+	int rc = ferry_config_print(NULL, stdout);
+	if (rc == FERRY_EINVAL)
+		printf("warning: a FERRY_* variable is malformed and was ignored (see the "
+		       "log line above)\n");
+	return rc;
 }
 
 /* ------------------------------------------------------------------ main */
@@ -242,7 +93,7 @@ static void fi_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: ferry_info [--usable | --help]\n"
-		"  (no option)  version, providers and the effective FERRY_* configuration\n"
+		"  (no option)  version, providers and the effective core configuration\n"
 		"  --usable     names of the providers usable here, one per line\n");
 }
 

@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -226,6 +227,20 @@ FERRY_API void ferry_config_init(struct ferry_config *cfg);
  * thread-safe against setenv().
  */
 FERRY_API int ferry_config_from_env(struct ferry_config *cfg);
+
+/**
+ * Writes the configuration a context created from cfg (NULL: the defaults) would use
+ * with the current environment: every FERRY_* variable the core reads, the fields of
+ * struct ferry_config and the ones that come from the environment only
+ * (FERRY_ZEROCOPY_MIN, FERRY_REG_CACHE_*, ...), one line each,
+ *     FERRY_NAME=value  # default D[; set in the environment]
+ * with values in a form the variable accepts back. Provider tunables (FERRY_VERBS_*,
+ * FERRY_OFI_*) are read by the providers and not listed. A malformed variable is
+ * logged and ignored, as by ferry_config_from_env(): its line shows the value in use.
+ * @return 0, FERRY_EINVAL (out is NULL, or a malformed variable), FERRY_EIO (write
+ *         failed). Not thread-safe against setenv().
+ */
+FERRY_API int ferry_config_print(const struct ferry_config *cfg, FILE *out);
 
 /* ------------------------------------------------------------------ context */
 
