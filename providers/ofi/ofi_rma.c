@@ -152,23 +152,23 @@ void ofi_rma_post(struct ofi_rma *r)
 {
 	struct ofi_port *port = r->port;
 	struct ferryi_op *op = r->op;
-	struct ofi_ep *oep = ofi_ep(r->ep);
+	struct ofi_peer *peer = r->peer; /* the endpoint's */
 
 	while (op && r->next < op->len && !r->status && r->out < OFI_RMA_WINDOW) {
-		if (r->peer->rma_out >= port->dom->rma_peer_max) {
+		if (peer->rma_out >= port->dom->rma_peer_max) {
 			/* Its turn comes when a piece to this peer completes. */
 			if (!ferryi_node_linked(&r->retry_link))
-				ferryi_list_push_back(&r->peer->rma_wait, &r->retry_link);
+				ferryi_list_push_back(&peer->rma_wait, &r->retry_link);
 			return;
 		}
 		uint64_t n = FERRYI_MIN(op->len - r->next, port->dom->rma_piece);
 		char *buf = (char *)op->buf + r->next;
 		ssize_t rc = -FI_ENOTCONN;
-		if (!oep->peer->removed && ofi_post_begin(oep->peer)) {
-			rc = r->write ? ofi_post_write(port, oep->peer, r, buf, n)
-				      : fi_read(port->ep, buf, n, r->desc, oep->peer->fa,
+		if (!peer->removed && ofi_post_begin(peer)) {
+			rc = r->write ? ofi_post_write(port, peer, r, buf, n)
+				      : fi_read(port->ep, buf, n, r->desc, peer->fa,
 						r->raddr + r->next, r->rkey, &r->c);
-			ofi_post_end(oep->peer);
+			ofi_post_end(peer);
 		}
 		if (rc == -FI_EAGAIN) {
 			if (!ferryi_node_linked(&r->retry_link))
@@ -186,7 +186,7 @@ void ofi_rma_post(struct ofi_rma *r)
 		r->next += n;
 		r->out++;
 		port->rma_out++;
-		r->peer->rma_out++;
+		peer->rma_out++;
 	}
 	if (ferryi_node_linked(&r->retry_link))
 		ferryi_list_remove(&r->retry_link);
@@ -223,7 +223,6 @@ void ofi_rma_finish(struct ofi_rma *r)
 		ferryi_op_done(op, status);
 }
 
-/* Posts what waits for the peer (dom->rma_peer_max), oldest first, while it may. */
 /* Posts what waits for the peer (dom->rma_peer_max), oldest first, while it may. */
 static void ofi_rma_resume(struct ofi_port *port, struct ofi_peer *peer)
 {
