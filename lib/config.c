@@ -122,6 +122,7 @@ static const struct cfg_var cfg_ext_vars[] = {
 	CFG_EXT_VAR("FERRY_REG_CACHE_BYTES", reg_cache_bytes, CFG_SIZE, 0, UINT64_MAX),
 	CFG_EXT_VAR("FERRY_REG_CACHE_ENTRIES", reg_cache_entries, CFG_U32, 0, UINT32_MAX),
 	CFG_EXT_VAR("FERRY_TCP_CONGESTION", tcp_congestion, CFG_STR, 0, 0),
+	CFG_EXT_VAR("FERRY_TCP_RMA_WINDOW", tcp_rma_window, CFG_SIZE, 0, UINT64_MAX),
 };
 
 void ferryi_config_ext_init(struct ferryi_config_ext *x)
@@ -135,6 +136,11 @@ void ferryi_config_ext_init(struct ferryi_config_ext *x)
 	x->compress_accept = 1;
 	x->reg_cache_bytes = UINT64_C(256) << 20; /* lowered under a memlock limit: regcache.c */
 	x->reg_cache_entries = 1024;
+	/*
+	 * Measured (docs/BENCHMARKS.md, "One-sided bytes in flight under BBR"): on a
+	 * same-host BBR connection, 1 MiB unanswered streams at 1.7x an unlimited queue.
+	 */
+	x->tcp_rma_window = UINT64_C(1) << 20;
 }
 
 void ferry_config_init(struct ferry_config *cfg)

@@ -46,6 +46,9 @@ struct ferryi_config_ext {
 	const char *tcp_congestion; /* FERRY_TCP_CONGESTION (unset: the system's
 				   net.ipv4.tcp_congestion_control): the congestion
 				   control of every TCP connection ferry makes     */
+	uint64_t tcp_rma_window; /* FERRY_TCP_RMA_WINDOW (1M): one-sided bytes a TCP
+				   connection under BBR between two addresses of
+				   this host keeps unanswered; 0 = no limit        */
 };
 
 /* Fills x with the defaults. */

@@ -18,7 +18,7 @@
 	X(compressed_out) X(msgs_discarded) X(reg_cache_state) X(reg_cache_hits)        \
 	X(reg_cache_misses) X(reg_cache_uncached) X(reg_cache_evictions)             \
 	X(reg_cache_invalidations) X(reg_cache_bytes) X(reg_cache_entries)         \
-	X(beats_sent)
+	X(beats_sent) X(rma_window_waits)
 
 static void stats_add(struct ferry_stats *dst, const struct ferry_stats *src)
 {

@@ -635,6 +635,9 @@ struct ferry_stats {
 	uint64_t reg_cache_bytes, reg_cache_entries; /* gauges: what is cached now       */
 	uint64_t beats_sent;              /* unasked signs of life to a peer that streams
 					     to us (TCP): its probes wait behind its data  */
+	uint64_t rma_window_waits;        /* times a one-sided transfer (or a rendezvous
+					     read) waited, in order, for earlier ones to be
+					     answered (TCP, FERRY_TCP_RMA_WINDOW)          */
 };
 
 /**

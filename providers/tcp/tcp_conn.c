@@ -12,7 +12,9 @@
 #define _GNU_SOURCE
 #include "tcp_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -50,6 +52,58 @@ static void tcp_sock_setup(struct ferryi_prov_inst *pi, int fd)
 	FERRYI_WARN(pi->ctx, "tcp: FERRY_TCP_CONGESTION=%s refused: %s; connections keep the "
 			     "system's default (net.ipv4.tcp_congestion_control)",
 		    cc, strerror(errno));
+}
+
+/* Both ends of the connection are addresses of this host: loopback carries it. */
+static bool tcp_same_host(int fd)
+{
+	struct sockaddr_storage me, peer;
+	socklen_t mlen = sizeof(me), plen = sizeof(peer);
+
+	if (getsockname(fd, (struct sockaddr *)&me, &mlen) ||
+	    getpeername(fd, (struct sockaddr *)&peer, &plen) || me.ss_family != peer.ss_family)
+		return false;
+	if (peer.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)&me, *b = (const void *)&peer;
+
+		return a->sin_addr.s_addr == b->sin_addr.s_addr ||
+		       (ntohl(b->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (peer.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)&me, *b = (const void *)&peer;
+
+		return IN6_ARE_ADDR_EQUAL(&a->sin6_addr, &b->sin6_addr) ||
+		       IN6_IS_ADDR_LOOPBACK(&b->sin6_addr) ||
+		       (IN6_IS_ADDR_V4MAPPED(&b->sin6_addr) && b->sin6_addr.s6_addr[12] == 127);
+	}
+	return false;
+}
+
+/*
+ * FERRY_TCP_RMA_WINDOW applies where it was measured to help and cannot starve a
+ * long path: a connection inside this host under BBR. There BBR paces part of what
+ * the socket holds out from the softirq of the CPU that received the last ACK while
+ * the writer sends from its own; loopback delivers the two out of order, and each
+ * reordering costs a spurious retransmission and a cut of BBR's bandwidth estimate.
+ * With about one 1 MiB transfer unanswered, the socket never holds enough to pace:
+ * 1.7x the bandwidth (docs/BENCHMARKS.md, "One-sided bytes in flight under BBR").
+ * Loss-based congestion control (CUBIC) streams faster with the queue deep, and a
+ * path with a real round trip needs a bandwidth-delay product in flight.
+ */
+uint64_t ferryi_tcp_rma_window_for(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	uint64_t window = ferryi_tcp_inst(ep)->ext.tcp_rma_window;
+	char cc[16] = "";
+	socklen_t len = sizeof(cc) - 1;
+
+	if (!window || te->fd < 0 ||
+	    getsockopt(te->fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) != 0 ||
+	    strncmp(cc, "bbr", 3) != 0 || !tcp_same_host(te->fd))
+		return 0;
+	FERRYI_DBG(ep->ctx, "tcp: %s: %s inside this host: one-sided window %" PRIu64 " bytes",
+		   ep->peer, cc, window);
+	return window;
 }
 
 void ferryi_tcp_send_error_now(int fd, int status)

@@ -218,10 +218,54 @@ int ferryi_tcp_set_events(struct ferry_ep *ep)
 	return 0;
 }
 
-static bool tcp_tx_pending(const struct ferryi_tcp_ep *te)
+/*
+ * The one-sided window (rma_window, set by ferryi_tcp_hs_done). A write, or a read
+ * request, that would take the one-sided bytes written and not yet answered past the
+ * window waits until answers come back; the first always goes. It waits in order: a
+ * send queued behind it must not overtake a write it may announce. `batched` counts
+ * the bytes of the writes and read requests already in the batch being built. Each
+ * op that waits is counted once (rma_window_waits).
+ */
+static bool tcp_rma_held(struct ferry_ep *ep, const struct ferryi_op *op, uint64_t batched)
 {
-	return te->cur_op || te->cur_ctl || !ferryi_list_empty(&te->txq_ctl) ||
-	       (te->hs == FERRYI_TCP_HS_DONE && !ferryi_list_empty(&te->txq_ops));
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	uint64_t out = te->rma_out + batched;
+
+	if (!te->rma_window || out == 0 || op->prov[FERRYI_TCP_OP_KIND] == FERRYI_TCP_MSG)
+		return false;
+	/* A compressed write already partly out is not held back. */
+	if (op->prov[FERRYI_TCP_OP_SENT] || op->prov[FERRYI_TCP_OP_ZS + FERRYI_TCP_ZS_OFF])
+		return false;
+	if (out < te->rma_window && op->len <= te->rma_window - out)
+		return false;
+	if (te->rma_held_id != ferryi_op_id(op)) {
+		te->rma_held_id = ferryi_op_id(op);
+		ferryi_stats(ep->pi)->rma_window_waits++;
+	}
+	return true;
+}
+
+/* Something may be written now: a frame in part, control frames, or an op not held. */
+static bool tcp_tx_pending(struct ferry_ep *ep)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	if (te->cur_op || te->cur_ctl || !ferryi_list_empty(&te->txq_ctl))
+		return true;
+	if (te->hs != FERRYI_TCP_HS_DONE || ferryi_list_empty(&te->txq_ops))
+		return false;
+	return !tcp_rma_held(ep, ferryi_container_of(ferryi_list_first(&te->txq_ops),
+						     struct ferryi_op, qlink), 0);
+}
+
+void ferryi_tcp_rma_answered(struct ferry_ep *ep, const struct ferryi_op *op)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+
+	te->rma_out -= FERRYI_MIN(op->len, te->rma_out);
+	/* With the socket full, EPOLLOUT writes what waited; otherwise it goes now. */
+	if (te->rma_window && !te->want_out && tcp_tx_pending(ep))
+		ferryi_tcp_flush(ep);
 }
 
 struct tcp_frame {
@@ -352,10 +396,18 @@ static void tcp_batch_build(struct ferry_ep *ep, struct tcp_batch *b)
 	}
 	if (te->hs != FERRYI_TCP_HS_DONE)
 		return;
+	uint64_t rma_batched = 0;
+
 	ferryi_list_foreach_safe(&te->txq_ops, n, tmp)
 	{
-		if (!tcp_batch_add(ep, b, ferryi_container_of(n, struct ferryi_op, qlink), NULL))
+		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, qlink);
+
+		if (tcp_rma_held(ep, op, rma_batched))
 			return;
+		if (!tcp_batch_add(ep, b, op, NULL))
+			return;
+		if (op->prov[FERRYI_TCP_OP_KIND] != FERRYI_TCP_MSG)
+			rma_batched += op->len;
 	}
 }
 
@@ -407,6 +459,7 @@ static bool tcp_batch_consume(struct ferry_ep *ep, struct tcp_batch *b, uint64_t
 				}
 				op->prov[FERRYI_TCP_OP_SENT] = f->total;
 				if (op->prov[FERRYI_TCP_OP_KIND] != FERRYI_TCP_MSG) {
+					te->rma_out += op->len;
 					op->prov[FERRYI_TCP_OP_STATE] = FERRYI_TCP_OPS_WAIT;
 					ferryi_list_push_back(&te->wait, &op->qlink);
 				} else if (ferryi_tcp_zc_pending(te, op->prov[FERRYI_TCP_OP_ZC])) {
@@ -596,7 +649,7 @@ void ferryi_tcp_flush(struct ferry_ep *ep)
 		int rc;
 
 		te->flush_again = false;
-		if (!tcp_tx_pending(te)) {
+		if (!tcp_tx_pending(ep)) {
 			te->want_out = false;
 			te->zbl_t0 = 0; /* nothing left to send: the socket is no bottleneck */
 			break;
@@ -704,12 +757,43 @@ int ferryi_tcp_uncork_all(struct ferryi_prov_inst *pi)
 	return events;
 }
 
+/*
+ * A probe or its answer goes as a control frame, ahead of the ops queued (sends, a
+ * one-sided op waiting for the window): it carries nothing that other messages must
+ * follow, and a peer that waits for it longer than its probe window declares us dead.
+ * It completes once queued; a write that fails later fails the endpoint.
+ */
+static int tcp_send_liveness(struct ferry_ep *ep, struct ferryi_op *op)
+{
+	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
+	struct ferryi_tcp_hdr h = {.type = FERRYI_TCP_MSG,
+				   .flags = ferryi_tcp_msg_flags(&op->msg),
+				   .tag = op->msg.tag,
+				   .aux = op->msg.aux};
+	struct ferryi_tcp_ext e;
+	int rc;
+
+	memset(&e, 0, sizeof(e));
+	ferryi_tcp_enter(ep);
+	rc = ferryi_tcp_ctl_queue(ep, &h, &e);
+	if (rc == 0) {
+		ferryi_op_done(op, 0);
+		if (te->hs == FERRYI_TCP_HS_DONE && !te->want_out)
+			ferryi_tcp_flush(ep);
+	}
+	ferryi_tcp_leave(ep);
+	return rc;
+}
+
 int ferryi_tcp_send(struct ferry_ep *ep, struct ferryi_op *op)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
 
 	if (!te->inited || te->closed || te->closing || te->io_error)
 		return FERRY_ENOTCONN;
+	if (op->len == 0 &&
+	    (op->msg.type == FERRYI_MSG_PROBE || op->msg.type == FERRYI_MSG_PROBE_ACK))
+		return tcp_send_liveness(ep, op);
 	if (te->hs == FERRYI_TCP_HS_DONE && op->len > ferryi_tcp_msg_limit(te->peer.eager_max))
 		return FERRY_EMSGSIZE;
 	if (op->msg.type == FERRYI_MSG_EAGER && op->len <= FERRYI_TCP_ZSEG &&
@@ -744,6 +828,7 @@ void ferryi_tcp_hs_done(struct ferry_ep *ep)
 
 	te->hs = FERRYI_TCP_HS_DONE;
 	te->told_ns = ferryi_coarse_now_ns(ep->ctx); /* our half of the handshake */
+	te->rma_window = ferryi_tcp_rma_window_for(ep);
 	if (ferryi_timer_armed(&te->hs_timer))
 		ferryi_timer_cancel(ep->ctx, &te->hs_timer);
 	ferryi_list_init(&bad);
@@ -1240,6 +1325,7 @@ void ferryi_tcp_ep_close(struct ferry_ep *ep, int reason, int graceful)
 		ferryi_list_push_back(&ops, n);
 	while ((n = ferryi_list_pop_front(&te->wait)) != NULL)
 		ferryi_list_push_back(&ops, n);
+	te->rma_out = 0;
 	while ((n = ferryi_list_pop_front(&te->zc_ops)) != NULL)
 		ferryi_list_push_back(&ops, n);
 	while ((n = ferryi_list_pop_front(&ops)) != NULL)

@@ -200,6 +200,10 @@ struct ferryi_tcp_ep {
 	struct ferryi_op *cur_op;      /* frame written in part, goes next             */
 	struct ferryi_tcp_ctl *cur_ctl;
 	struct ferryi_list wait;       /* written write/read ops awaiting their answer */
+	uint64_t rma_window;           /* one-sided bytes unanswered at most; 0: no
+					  limit (ferryi_tcp_hs_done decides)          */
+	uint64_t rma_out;              /* bytes of the ops in `wait`                    */
+	uint64_t rma_held_id;          /* op id last counted in rma_window_waits        */
 	uint32_t nctl;                 /* control frames queued (incl. cur_ctl)        */
 
 	/* receive */
@@ -324,6 +328,10 @@ void ferryi_tcp_tx_post(struct ferry_ep *ep, struct ferryi_op *op, unsigned kind
 void ferryi_tcp_rx_payload(struct ferry_ep *ep, uint8_t kind, void *dst, uint64_t len);
 void ferryi_tcp_poll_fn(struct ferryi_poll_handle *h, uint32_t events);
 void ferryi_tcp_hs_done(struct ferry_ep *ep);
+/* The one-sided window for ep's connected socket (tcp_conn.c); 0: none. */
+uint64_t ferryi_tcp_rma_window_for(struct ferry_ep *ep);
+/* A write or read in `wait` was answered: it leaves the one-sided window. */
+void ferryi_tcp_rma_answered(struct ferry_ep *ep, const struct ferryi_op *op);
 int ferryi_tcp_send(struct ferry_ep *ep, struct ferryi_op *op);
 void ferryi_tcp_ep_close(struct ferry_ep *ep, int reason, int graceful);
 

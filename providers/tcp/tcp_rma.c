@@ -152,6 +152,7 @@ void ferryi_tcp_on_write_ack(struct ferry_ep *ep)
 			return; /* the close completed op, still in te->wait */
 	}
 	ferryi_list_remove(&op->qlink);
+	ferryi_tcp_rma_answered(ep, op);
 	if (ferryi_tcp_zc_pending(te, op->prov[FERRYI_TCP_OP_ZC])) {
 		/* Answered, but the kernel may still hold the buffer: complete later. */
 		op->prov[FERRYI_TCP_OP_DONE_ST] = (uint64_t)(int64_t)status;
@@ -189,6 +190,7 @@ void ferryi_tcp_on_read_resp(struct ferry_ep *ep)
 			return;
 		}
 		ferryi_list_remove(&op->qlink);
+		ferryi_tcp_rma_answered(ep, op);
 		ferryi_op_done(op, status);
 		return;
 	}
@@ -225,6 +227,7 @@ void ferryi_tcp_read_rx_done(struct ferry_ep *ep, int zerr)
 		return;
 	}
 	ferryi_list_remove(&op->qlink);
+	ferryi_tcp_rma_answered(ep, op);
 	ferryi_op_done(op, (int32_t)(uint32_t)(op->prov[FERRYI_TCP_OP_RSTAT] >> 32));
 }
 

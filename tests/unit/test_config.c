@@ -52,6 +52,7 @@ static const char *const all_vars[] = {
 	"FERRY_REG_CACHE_BYTES",
 	"FERRY_REG_CACHE_ENTRIES",
 	"FERRY_TCP_CONGESTION",
+	"FERRY_TCP_RMA_WINDOW",
 };
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
 
