@@ -234,6 +234,12 @@ bool ferryi_ctx_may_sleep(const struct ferry_ctx *ctx)
 	return atomic_load(&ctx->sleepers) > 0 || atomic_load(&ctx->fd_exported);
 }
 
+bool ferryi_ctx_sleeps(struct ferry_ctx *ctx)
+{
+	return ferryi_ctx_may_sleep(ctx) ||
+	       ferryi_coarse_now_ns(ctx) - ctx->last_sleep_ns < FERRYI_CTX_SLEPT_NS;
+}
+
 void ferryi_ctx_want_progress(struct ferry_ctx *ctx)
 {
 	if (ferryi_ctx_may_sleep(ctx))
@@ -508,6 +514,7 @@ void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq
 	}
 	ferryi_ctx_lock(ctx);
 	atomic_fetch_sub(&ctx->sleepers, 1);
+	ctx->last_sleep_ns = ferryi_coarse_now_ns(ctx);
 	if (n > 0 && ctx->poll_gen == gen0) {
 		ctx->last_progress_ns = ferryi_now_ns(ctx);
 		ctx->progress_passes++;

@@ -545,6 +545,14 @@ bool ferryi_ctx_fd_exported(const struct ferry_ctx *ctx);
  * while this is false must tell them again in prepare_sleep.
  */
 bool ferryi_ctx_may_sleep(const struct ferry_ctx *ctx);
+/*
+ * Whether the application waits for this context by sleeping (a thread sleeps now or
+ * did within FERRYI_CTX_SLEPT_NS, or it sleeps on the exported fd) rather than by
+ * polling: a protocol that trades a round trip for less queueing pays a wake-up per
+ * round trip there. Called with the lock held.
+ */
+#define FERRYI_CTX_SLEPT_NS (100ull * 1000 * 1000)
+bool ferryi_ctx_sleeps(struct ferry_ctx *ctx);
 
 /* Stats of a provider instance, for the provider's own counters. */
 static inline struct ferry_stats *ferryi_stats(struct ferryi_prov_inst *pi)

@@ -128,6 +128,7 @@ struct ferry_ctx {
 	bool poller_on, poller_stop;
 	atomic_bool poller_stop_flag;      /* poller_stop, readable without the lock */
 	uint64_t last_progress_ns;         /* the last progress pass, by anyone        */
+	uint64_t last_sleep_ns;            /* coarse clock when a sleep last ended     */
 	uint64_t progress_passes;          /* passes run by anyone (and sleeps' reads) */
 	uint64_t poller_seen_passes;       /* progress_passes at the poller's last look */
 	uint64_t poller_seen_ns;           /* when the poller last saw them change     */

@@ -222,7 +222,9 @@ int ferryi_tcp_set_events(struct ferry_ep *ep)
  * The one-sided window (rma_window, set by ferryi_tcp_hs_done). A write, or a read
  * request, that would take the one-sided bytes written and not yet answered past the
  * window waits until answers come back; the first always goes. It waits in order: a
- * send queued behind it must not overtake a write it may announce. `batched` counts
+ * send queued behind it must not overtake a write it may announce. Only while the
+ * application polls: where it sleeps, every held transfer would cost a wake-up on
+ * each side, more than the queue costs (docs/BENCHMARKS.md). `batched` counts
  * the bytes of the writes and read requests already in the batch being built. Each
  * op that waits is counted once (rma_window_waits).
  */
@@ -237,6 +239,9 @@ static bool tcp_rma_held(struct ferry_ep *ep, const struct ferryi_op *op, uint64
 	if (op->prov[FERRYI_TCP_OP_SENT] || op->prov[FERRYI_TCP_OP_ZS + FERRYI_TCP_ZS_OFF])
 		return false;
 	if (out < te->rma_window && op->len <= te->rma_window - out)
+		return false;
+	/* An application that sleeps would pay a wake-up for every transfer held. */
+	if (ferryi_ctx_sleeps(ep->ctx))
 		return false;
 	if (te->rma_held_id != ferryi_op_id(op)) {
 		te->rma_held_id = ferryi_op_id(op);
