@@ -1650,6 +1650,52 @@ static void expect_quiet(struct wire *w, int fd, int ms)
 	assert_int_equal(raw_recv(w, fd, &b, 1, ms), FERRY_ETIMEDOUT);
 }
 
+/* A raw peer on a BBR connection, with a region whose rkey ferry may write and read. */
+struct window_peer {
+	int fd;
+	struct ferry_ep *ep;
+	struct ferry_mr *mr;
+	struct ferry_rkey *rkey;
+};
+
+/*
+ * Connects a raw peer and registers src (len bytes, filled with a pattern); leaves the
+ * context awake (the window applies while the application polls; the accept slept).
+ * Returns false, with skip_reason set and src freed, where BBR is not available.
+ */
+static bool window_open(struct wire *w, struct window_peer *wp, uint8_t *src, size_t len)
+{
+	uint8_t blob[FERRY_RKEY_MAX];
+	size_t blen = sizeof(blob);
+	struct sockaddr_in me;
+	socklen_t melen = sizeof(me);
+	char cc[32];
+
+	assert_non_null(src);
+	for (size_t i = 0; i < len; i++)
+		src[i] = (uint8_t)(i * 7 + i / 4096);
+	wp->fd = raw_connect(w, w->port);
+	assert_int_equal(getsockname(wp->fd, (struct sockaddr *)&me, &melen), 0);
+	wp->ep = raw_hello(w, wp->fd);
+	sock_cc(w->port, ntohs(me.sin_port), cc, sizeof(cc));
+	if (strcmp(cc, "bbr") != 0) {
+		skip_reason = "BBR is not available here (FERRY_TCP_CONGESTION=bbr refused): the "
+			      "one-sided window applies only under BBR";
+		ferry_ep_close(wp->ep);
+		close(wp->fd);
+		free(src);
+		return false;
+	}
+	/* Any key will do: the raw peer takes what it is sent. */
+	assert_int_equal(ferry_mr_reg(w->ctx, src, len,
+				      FERRY_ACCESS_REMOTE_WRITE | FERRY_ACCESS_REMOTE_READ, &wp->mr),
+			 0);
+	assert_int_equal(ferry_mr_pack(wp->mr, blob, &blen), 0);
+	assert_int_equal(ferry_rkey_unpack(w->ctx, blob, blen, &wp->rkey), 0);
+	poll_until_awake(w);
+	return true;
+}
+
 /*
  * FERRY_TCP_RMA_WINDOW (1M by default) on a connection inside this host under BBR: a
  * write or read request that would take the one-sided bytes written and not yet
@@ -1666,43 +1712,21 @@ static void rma_window(void **state)
 	struct ferryi_tcp_hdr h;
 	struct ferryi_tcp_ext e;
 	struct ferry_completion c;
-	struct ferry_mr *mr;
-	struct ferry_rkey *rkey;
-	uint8_t blob[FERRY_RKEY_MAX];
-	size_t blen = sizeof(blob);
-	char cc[32];
+	struct window_peer wp;
 	uint64_t id[3];
 
-	assert_non_null(src);
 	assert_non_null(dst);
 	assert_non_null(scratch);
-	for (size_t i = 0; i < 4 * HALF; i++)
-		src[i] = (uint8_t)(i * 7 + i / 4096);
-	int fd = raw_connect(w, w->port);
-	struct sockaddr_in me;
-	socklen_t melen = sizeof(me);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&me, &melen), 0);
-	struct ferry_ep *ep = raw_hello(w, fd);
-	sock_cc(w->port, ntohs(me.sin_port), cc, sizeof(cc));
-	if (strcmp(cc, "bbr") != 0) {
-		skip_reason = "BBR is not available here (FERRY_TCP_CONGESTION=bbr refused): the "
-			      "one-sided window applies only under BBR";
-		ferry_ep_close(ep);
-		close(fd);
-		free(src);
+	if (!window_open(w, &wp, src, 4 * HALF)) {
 		free(dst);
 		free(scratch);
 		skip();
 	}
-	/* Any key will do: the raw peer takes what it is sent. */
-	assert_int_equal(ferry_mr_reg(w->ctx, src, 4 * HALF,
-				      FERRY_ACCESS_REMOTE_WRITE | FERRY_ACCESS_REMOTE_READ, &mr),
-			 0);
-	assert_int_equal(ferry_mr_pack(mr, blob, &blen), 0);
-	assert_int_equal(ferry_rkey_unpack(w->ctx, blob, blen, &rkey), 0);
+	int fd = wp.fd;
+	struct ferry_ep *ep = wp.ep;
+	struct ferry_mr *mr = wp.mr;
+	struct ferry_rkey *rkey = wp.rkey;
 	uint64_t waits = tcp_stats(w).rma_window_waits;
-	/* The window applies while the application polls: the accept above slept. */
-	poll_until_awake(w);
 
 	/* Two halves fill the window; the third, the message and the read wait. */
 	for (int k = 0; k < 3; k++)
@@ -1796,6 +1820,61 @@ static void rma_window(void **state)
 	free(scratch);
 }
 
+/*
+ * Ops held by the window complete once, with an error, when the endpoint fails with
+ * them: the peer hanging up, or the application closing the endpoint.
+ */
+static void rma_window_close(void **state)
+{
+	enum { HALF = 512 * 1024 };
+	struct wire *w = *state;
+	uint8_t *src = malloc(3 * HALF), *scratch = malloc(HALF);
+	struct ferry_completion c;
+	struct window_peer wp;
+	uint64_t id;
+
+	assert_non_null(scratch);
+	for (int round = 0; round < 2; round++) {
+		if (!window_open(w, &wp, src, 3 * HALF)) {
+			free(scratch);
+			skip();
+		}
+		uint64_t waits = tcp_stats(w).rma_window_waits;
+		for (int k = 0; k < 3; k++)
+			assert_int_equal(ferry_write(wp.ep, src + (size_t)k * HALF, HALF, wp.mr,
+						     wp.rkey, (uint64_t)k * HALF,
+						     (void *)(uintptr_t)(1 + k), NULL),
+					 0);
+		assert_int_equal(ferry_send(wp.ep, "held", 4, 9, (void *)(uintptr_t)4, NULL), 0);
+		expect_write(w, wp.fd, 0, src, HALF, scratch, &id);
+		expect_write(w, wp.fd, HALF, src + HALF, HALF, scratch, &id);
+		expect_quiet(w, wp.fd, 100);
+		assert_int_equal(tcp_stats(w).rma_window_waits, waits + 1);
+		if (round == 0) {
+			close(wp.fd); /* the peer dies with two writes unanswered, two held */
+		} else {
+			ferry_ep_close(wp.ep);
+			expect_dropped(w, wp.fd);
+		}
+		bool seen[5] = {false};
+		for (int n = 0; n < 4; n++) {
+			assert_int_equal(ferry_cq_wait(ferry_ctx_cq(w->ctx), &c, 1, WAIT_MS), 1);
+			uintptr_t k = (uintptr_t)c.user_ctx;
+			assert_true(k >= 1 && k <= 4);
+			assert_false(seen[k]);
+			seen[k] = true;
+			assert_true(c.status < 0);
+		}
+		assert_int_equal(ferry_cq_wait(ferry_ctx_cq(w->ctx), &c, 1, 100), FERRY_ETIMEDOUT);
+		if (round == 0)
+			ferry_ep_close(wp.ep);
+		ferry_rkey_destroy(wp.rkey);
+		assert_int_equal(ferry_mr_dereg(wp.mr), 0);
+	}
+	free(src);
+	free(scratch);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1820,6 +1899,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(idle_listener, setup, teardown),
 		cmocka_unit_test(congestion),
 		cmocka_unit_test_setup_teardown(rma_window, setup_bbr, teardown),
+		cmocka_unit_test_setup_teardown(rma_window_close, setup_bbr, teardown),
 	};
 
 	if (argc > 1) {
