@@ -152,7 +152,7 @@ void ofi_rma_post(struct ofi_rma *r)
 {
 	struct ofi_port *port = r->port;
 	struct ferryi_op *op = r->op;
-	struct ofi_peer *peer = r->peer; /* the endpoint's */
+	struct ofi_peer *peer = r->peer; /* the op's own reference to its endpoint's peer */
 
 	while (op && r->next < op->len && !r->status && r->out < OFI_RMA_WINDOW) {
 		if (peer->rma_out >= port->dom->rma_peer_max) {
