@@ -43,9 +43,10 @@ struct ferryi_config_ext {
 				   the cache off                                   */
 	uint32_t reg_cache_entries; /* FERRY_REG_CACHE_ENTRIES (1024): regions it
 				   keeps; 0 turns the cache off                    */
-	const char *tcp_congestion; /* FERRY_TCP_CONGESTION (unset: the system's
-				   net.ipv4.tcp_congestion_control): the congestion
-				   control of every TCP connection ferry makes     */
+	const char *tcp_congestion; /* FERRY_TCP_CONGESTION: the congestion control
+				   of every TCP connection ferry makes; "system":
+				   net.ipv4.tcp_congestion_control; unset: CUBIC
+				   inside this host, the system's elsewhere        */
 	uint64_t tcp_rma_window; /* FERRY_TCP_RMA_WINDOW (1M): one-sided bytes a TCP
 				   connection under BBR between two addresses of
 				   this host keeps unanswered; 0 = no limit        */

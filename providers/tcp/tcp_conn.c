@@ -27,31 +27,49 @@
 /* Pause before accepting again when the process ran out of descriptors. */
 #define TCP_ACCEPT_RETRY_MS 100
 
+/* The congestion control ferry gives a connection inside this host by default. */
+#define TCP_SAME_HOST_CC "cubic"
+
+/* FERRY_TCP_CONGESTION names one algorithm for every connection (not "system"). */
+static const char *tcp_cc_for_all(const struct ferryi_tcp_inst *ti)
+{
+	const char *cc = ti->ext.tcp_congestion;
+
+	return cc && *cc && strcmp(cc, "system") != 0 ? cc : NULL;
+}
+
+/* Sets fd's congestion control; a refusal is said once per context. */
+static void tcp_set_cc(struct ferryi_prov_inst *pi, int fd, const char *cc, bool same_host)
+{
+	struct ferryi_tcp_inst *ti = ferryi_inst_priv(pi);
+
+	if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) == 0 ||
+	    ti->cc_warned)
+		return;
+	ti->cc_warned = true;
+	FERRYI_WARN(pi->ctx, "tcp: %s%s refused: %s; connections keep the system's default "
+			     "(net.ipv4.tcp_congestion_control)",
+		    same_host ? "congestion control inside this host: " : "FERRY_TCP_CONGESTION=",
+		    cc, strerror(errno));
+}
+
 /* Options of every connection, either side, before its first byte. */
 static void tcp_sock_setup(struct ferryi_prov_inst *pi, int fd)
 {
-	struct ferryi_tcp_inst *ti = ferryi_inst_priv(pi);
-	const char *cc = ti->ext.tcp_congestion;
+	const char *cc = tcp_cc_for_all(ferryi_inst_priv(pi));
 	int one = 1;
 
 	/* Small frames (acks, probes, 8-byte messages) must not wait for Nagle. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	/*
-	 * FERRY_TCP_CONGESTION: the system's default may not suit ferry's traffic (BBR
-	 * over loopback runs at under half of CUBIC's rate: docs/BENCHMARKS.md). A name
-	 * the kernel does not offer to this process (not loaded, or not in
+	 * FERRY_TCP_CONGESTION=NAME: every connection, whatever its path. A name the
+	 * kernel does not offer to this process (not loaded, or not in
 	 * net.ipv4.tcp_allowed_congestion_control) is said once; connections then keep
-	 * the default rather than fail.
+	 * the default rather than fail. Unset, the choice waits for the handshake, when
+	 * both addresses are known (ferryi_tcp_path_setup).
 	 */
-	if (!cc || !*cc)
-		return;
-	if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) == 0 ||
-	    ti->cc_warned)
-		return;
-	ti->cc_warned = true;
-	FERRYI_WARN(pi->ctx, "tcp: FERRY_TCP_CONGESTION=%s refused: %s; connections keep the "
-			     "system's default (net.ipv4.tcp_congestion_control)",
-		    cc, strerror(errno));
+	if (cc)
+		tcp_set_cc(pi, fd, cc, false);
 }
 
 /* Both ends of the connection are addresses of this host: loopback carries it. */
@@ -80,26 +98,47 @@ static bool tcp_same_host(int fd)
 }
 
 /*
- * FERRY_TCP_RMA_WINDOW applies where it was measured to help and cannot starve a
- * long path: a connection inside this host under BBR. There BBR paces part of what
- * the socket holds out from the softirq of the CPU that received the last ACK while
- * the writer sends from its own; loopback delivers the two out of order, and each
- * reordering costs a spurious retransmission and a cut of BBR's bandwidth estimate.
- * With about one 1 MiB transfer unanswered, the socket never holds enough to pace:
- * 1.7x the bandwidth (docs/BENCHMARKS.md, "One-sided bytes in flight under BBR").
- * Loss-based congestion control (CUBIC) streams faster with the queue deep, and a
- * path with a real round trip needs a bandwidth-delay product in flight.
+ * What a connection's path decides, once, when the handshake is done.
+ *
+ * Congestion control. Unset FERRY_TCP_CONGESTION gives a connection inside this host
+ * CUBIC, whatever the system's default: no bottleneck or other flow shares loopback
+ * for a congestion control to be fair to, and BBR, the default of many hosts, paces
+ * part of what the socket holds out from the softirq of the CPU that received the
+ * last ACK while the writer sends from its own; loopback then delivers the two out of
+ * order, each reordering costs a spurious retransmission and a cut of BBR's bandwidth
+ * estimate, and 1 MiB transfers stream at 3-4 GB/s where CUBIC makes 8-9
+ * (docs/BENCHMARKS.md, "Congestion control: BBR over loopback", "CUBIC inside this
+ * host"). Other connections keep the system's choice; FERRY_TCP_CONGESTION=system
+ * keeps it for every connection, a name sets it for every one (tcp_sock_setup).
+ *
+ * One-sided window. Where a connection inside this host runs BBR all the same (the
+ * user asked for it), FERRY_TCP_RMA_WINDOW keeps about one 1 MiB transfer unanswered,
+ * so that the socket never holds enough to pace: 1.7x the bandwidth ("One-sided bytes
+ * in flight under BBR"). Loss-based congestion control streams faster with the queue
+ * deep, and a path with a real round trip needs a bandwidth-delay product in flight.
+ *
+ * Returns the connection's one-sided window (0: none).
  */
-uint64_t ferryi_tcp_rma_window_for(struct ferry_ep *ep)
+uint64_t ferryi_tcp_path_setup(struct ferry_ep *ep)
 {
 	struct ferryi_tcp_ep *te = ferryi_tcp_ep(ep);
-	uint64_t window = ferryi_tcp_inst(ep)->ext.tcp_rma_window;
+	struct ferryi_tcp_inst *ti = ferryi_tcp_inst(ep);
+	uint64_t window = ti->ext.tcp_rma_window;
 	char cc[16] = "";
 	socklen_t len = sizeof(cc) - 1;
 
-	if (!window || te->fd < 0 ||
-	    getsockopt(te->fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) != 0 ||
-	    strncmp(cc, "bbr", 3) != 0 || !tcp_same_host(te->fd))
+	if (te->fd < 0 || !tcp_same_host(te->fd))
+		return 0;
+	if (!ti->ext.tcp_congestion || !*ti->ext.tcp_congestion) {
+		if (getsockopt(te->fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) == 0 &&
+		    strcmp(cc, TCP_SAME_HOST_CC) != 0)
+			tcp_set_cc(ep->pi, te->fd, TCP_SAME_HOST_CC, true);
+		len = sizeof(cc) - 1;
+	}
+	if (getsockopt(te->fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) != 0)
+		return 0;
+	FERRYI_DBG(ep->ctx, "tcp: %s: inside this host, congestion control %s", ep->peer, cc);
+	if (!window || strncmp(cc, "bbr", 3) != 0)
 		return 0;
 	FERRYI_DBG(ep->ctx, "tcp: %s: %s inside this host: one-sided window %" PRIu64 " bytes",
 		   ep->peer, cc, window);

@@ -833,7 +833,7 @@ void ferryi_tcp_hs_done(struct ferry_ep *ep)
 
 	te->hs = FERRYI_TCP_HS_DONE;
 	te->told_ns = ferryi_coarse_now_ns(ep->ctx); /* our half of the handshake */
-	te->rma_window = ferryi_tcp_rma_window_for(ep);
+	te->rma_window = ferryi_tcp_path_setup(ep);
 	if (ferryi_timer_armed(&te->hs_timer))
 		ferryi_timer_cancel(ep->ctx, &te->hs_timer);
 	ferryi_list_init(&bad);

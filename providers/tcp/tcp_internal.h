@@ -268,7 +268,7 @@ struct ferryi_tcp_inst {
 	struct ferryi_prov_inst *pi;
 	struct ferryi_config_ext ext;  /* FERRY_ZEROCOPY_MIN, FERRY_COMPRESS_ACCEPT,
 					  FERRY_TCP_CONGESTION                         */
-	bool cc_warned;                /* FERRY_TCP_CONGESTION refused: said once      */
+	bool cc_warned;                /* a congestion control refused: said once      */
 	struct ferryi_zcodec *z;       /* zstd contexts, made on first use             */
 	bool z_failed;                 /* making them failed: send raw                 */
 	/*
@@ -328,8 +328,9 @@ void ferryi_tcp_tx_post(struct ferry_ep *ep, struct ferryi_op *op, unsigned kind
 void ferryi_tcp_rx_payload(struct ferry_ep *ep, uint8_t kind, void *dst, uint64_t len);
 void ferryi_tcp_poll_fn(struct ferryi_poll_handle *h, uint32_t events);
 void ferryi_tcp_hs_done(struct ferry_ep *ep);
-/* The one-sided window for ep's connected socket (tcp_conn.c); 0: none. */
-uint64_t ferryi_tcp_rma_window_for(struct ferry_ep *ep);
+/* Congestion control and one-sided window of ep's connected socket (tcp_conn.c);
+ * returns the window, 0: none. */
+uint64_t ferryi_tcp_path_setup(struct ferry_ep *ep);
 /* A write or read in `wait` was answered: it leaves the one-sided window. */
 void ferryi_tcp_rma_answered(struct ferry_ep *ep, const struct ferryi_op *op);
 int ferryi_tcp_send(struct ferry_ep *ep, struct ferryi_op *op);

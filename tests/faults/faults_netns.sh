@@ -7,7 +7,9 @@
 #   loss      nftables drops FERRY_NETNS_LOSS_PCT % (default 7) of the packets each
 #             namespace sends (`numgen random mod 100 < N drop`): transfers complete,
 #             verified.
-#   tbf       `tc qdisc ... tbf rate 100mbit` on both ends: transfers complete.
+#   tbf       `tc qdisc ... tbf rate 100mbit` on both ends: transfers complete, and the
+#             server's connections (between two hosts, as ferry sees them) keep the
+#             namespace's default congestion control.
 #   linkdown  the client's end goes down during transfers (probes 200 ms x 3): ops fail,
 #             the endpoint leaves the pool; after link up a new connect works.
 #
@@ -108,6 +110,7 @@ tbf)
 	tc -n "$A" qdisc add dev "$VA" root tbf rate 100mbit burst 64kb latency 100ms || fail "tc in $A"
 	tc -n "$B" qdisc add dev "$VB" root tbf rate 100mbit burst 64kb latency 100ms || fail "tc in $B"
 	echo "# tbf rate 100mbit on both ends"
+	unset FERRY_TCP_CONGESTION # the check after the run is of ferry's default
 	;;
 linkdown)
 	export FERRY_PROBE_INTERVAL_MS=${FERRY_PROBE_INTERVAL_MS:-200}
@@ -128,8 +131,33 @@ done
 [ -n "$ADDR" ] || fail "the server did not start in $A"
 echo "# server in $A at $ADDR"
 
-ip netns exec "$B" "$CLIENT" "$CASE" "$ADDR" "$VB"
+# Congestion control names ss prints in a connection's info line.
+cc_names() { ip netns exec "$A" ss -tinH state established 2>/dev/null |
+	grep -ow -E "$(tr -s ' ' '|' </proc/sys/net/ipv4/tcp_available_congestion_control)" |
+	sort -u; }
+
+ip netns exec "$B" "$CLIENT" "$CASE" "$ADDR" "$VB" &
+CLIENT_PID=$!
+# tbf: the server's connections, between two hosts as far as ferry can tell, keep the
+# namespace's default congestion control (FERRY_TCP_CONGESTION unset gives CUBIC only
+# to connections inside one host).
+SEEN=
+if [ "$CASE" = tbf ]; then
+	while kill -0 "$CLIENT_PID" 2>/dev/null; do
+		SEEN=$(printf '%s\n%s\n' "$SEEN" "$(cc_names)" | sed '/^$/d' | sort -u)
+		sleep 0.2
+	done
+fi
+wait "$CLIENT_PID"
 rc=$?
+if [ "$CASE" = tbf ]; then
+	DEF=$(ip netns exec "$A" cat /proc/sys/net/ipv4/tcp_congestion_control)
+	echo "# congestion control of the server's connections: $(echo $SEEN) (default: $DEF)"
+	if [ "$(echo $SEEN)" != "$DEF" ]; then
+		echo "FAIL: faults.netns.tbf: the server's connections ran '$(echo $SEEN)', not the namespace's default $DEF"
+		rc=1
+	fi
+fi
 
 if [ "$CASE" = loss ]; then
 	for ns in "$A" "$B"; do

@@ -1492,9 +1492,12 @@ static uint16_t cc_connect(struct ferry_ctx *cli, struct ferry_listener *l, stru
 }
 
 /*
- * FERRY_TCP_CONGESTION sets the congestion control of the connections a context
- * makes and accepts, and of no others; a name the kernel refuses is said once and
- * the connections keep the system's default.
+ * FERRY_TCP_CONGESTION=NAME sets the congestion control of the connections a context
+ * makes and accepts, and of no others; =system keeps the system's default; unset, a
+ * connection inside this host runs CUBIC (on both ends, each end's own choice); a
+ * name the kernel refuses is said once and the connections keep the system's default.
+ * (That a connection between two hosts keeps the default when unset is checked by
+ * faults.netns.tbf, between two network namespaces.)
  */
 static void congestion(void **state)
 {
@@ -1512,7 +1515,32 @@ static void congestion(void **state)
 	const char *pick = strcmp(def, "reno") ? "reno" : "cubic";
 
 	struct ferry_ctx *set = cc_ctx(pick, FERRY_LOG_ERROR);
-	struct ferry_ctx *plain = cc_ctx(NULL, FERRY_LOG_ERROR);
+	struct ferry_ctx *plain = cc_ctx("system", FERRY_LOG_ERROR);
+	struct ferry_ctx *unset = cc_ctx(NULL, FERRY_LOG_ERROR);
+
+	/* Unset on both ends, over loopback: CUBIC on both. */
+	assert_int_equal(ferry_listen(unset, "tcp://127.0.0.1:0", NULL, &l), 0);
+	uint16_t uport = listener_port(l), ucport = cc_connect(unset, l, &cep, &sep);
+	sock_cc(uport, ucport, got, sizeof(got));
+	assert_string_equal(got, "cubic");
+	sock_cc(ucport, uport, got, sizeof(got));
+	assert_string_equal(got, "cubic");
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	ferry_listener_close(l);
+
+	/* Unset on one end only: that end CUBIC, the other (=system) the default. */
+	assert_int_equal(ferry_listen(plain, "tcp://127.0.0.1:0", NULL, &l), 0);
+	uport = listener_port(l);
+	ucport = cc_connect(unset, l, &cep, &sep);
+	sock_cc(ucport, uport, got, sizeof(got));
+	assert_string_equal(got, "cubic");
+	sock_cc(uport, ucport, got, sizeof(got));
+	assert_string_equal(got, def);
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	ferry_listener_close(l);
+	ferry_ctx_destroy(unset);
 
 	/* Accepted by the context that sets it; connected by one that does not. */
 	assert_int_equal(ferry_listen(set, "tcp://127.0.0.1:0", NULL, &l), 0);
