@@ -39,18 +39,20 @@ static const char *tcp_cc_for_all(const struct ferryi_tcp_inst *ti)
 }
 
 /* Sets fd's congestion control; a refusal is said once per context. */
-static void tcp_set_cc(struct ferryi_prov_inst *pi, int fd, const char *cc, bool same_host)
+static bool tcp_set_cc(struct ferryi_prov_inst *pi, int fd, const char *cc, bool same_host)
 {
 	struct ferryi_tcp_inst *ti = ferryi_inst_priv(pi);
 
-	if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) == 0 ||
-	    ti->cc_warned)
-		return;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) == 0)
+		return true;
+	if (ti->cc_warned)
+		return false;
 	ti->cc_warned = true;
 	FERRYI_WARN(pi->ctx, "tcp: %s%s refused: %s; connections keep the system's default "
 			     "(net.ipv4.tcp_congestion_control)",
 		    same_host ? "congestion control inside this host: " : "FERRY_TCP_CONGESTION=",
 		    cc, strerror(errno));
+	return false;
 }
 
 /* Options of every connection, either side, before its first byte. */
@@ -69,7 +71,7 @@ static void tcp_sock_setup(struct ferryi_prov_inst *pi, int fd)
 	 * both addresses are known (ferryi_tcp_path_setup).
 	 */
 	if (cc)
-		tcp_set_cc(pi, fd, cc, false);
+		(void)tcp_set_cc(pi, fd, cc, false);
 }
 
 /* Both ends of the connection are addresses of this host: loopback carries it. */
@@ -127,16 +129,12 @@ uint64_t ferryi_tcp_path_setup(struct ferry_ep *ep)
 	char cc[16] = "";
 	socklen_t len = sizeof(cc) - 1;
 
-	if (te->fd < 0 || !tcp_same_host(te->fd))
+	if (te->fd < 0 || !tcp_same_host(te->fd) ||
+	    getsockopt(te->fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) != 0)
 		return 0;
-	if (!ti->ext.tcp_congestion || !*ti->ext.tcp_congestion) {
-		if (getsockopt(te->fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) == 0 &&
-		    strcmp(cc, TCP_SAME_HOST_CC) != 0)
-			tcp_set_cc(ep->pi, te->fd, TCP_SAME_HOST_CC, true);
-		len = sizeof(cc) - 1;
-	}
-	if (getsockopt(te->fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) != 0)
-		return 0;
+	if ((!ti->ext.tcp_congestion || !*ti->ext.tcp_congestion) &&
+	    strcmp(cc, TCP_SAME_HOST_CC) != 0 && tcp_set_cc(ep->pi, te->fd, TCP_SAME_HOST_CC, true))
+		snprintf(cc, sizeof(cc), "%s", TCP_SAME_HOST_CC);
 	FERRYI_DBG(ep->ctx, "tcp: %s: inside this host, congestion control %s", ep->peer, cc);
 	if (!window || strncmp(cc, "bbr", 3) != 0)
 		return 0;
