@@ -1492,6 +1492,28 @@ static uint16_t cc_connect(struct ferry_ctx *cli, struct ferry_listener *l, stru
 }
 
 /*
+ * A connection from con to a listener of lis over loopback: the accepted socket runs
+ * lis_cc, the connecting one con_cc. Both endpoints are closed again.
+ */
+static void cc_expect(struct ferry_ctx *lis, struct ferry_ctx *con, const char *lis_cc,
+		      const char *con_cc)
+{
+	struct ferry_ep *cep, *sep;
+	struct ferry_listener *l;
+	char got[32];
+
+	assert_int_equal(ferry_listen(lis, "tcp://127.0.0.1:0", NULL, &l), 0);
+	uint16_t lport = listener_port(l), cport = cc_connect(con, l, &cep, &sep);
+	sock_cc(lport, cport, got, sizeof(got));
+	assert_string_equal(got, lis_cc);
+	sock_cc(cport, lport, got, sizeof(got));
+	assert_string_equal(got, con_cc);
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	ferry_listener_close(l);
+}
+
+/*
  * FERRY_TCP_CONGESTION=NAME sets the congestion control of the connections a context
  * makes and accepts, and of no others; =system keeps the system's default; unset, a
  * connection inside this host runs CUBIC (on both ends, each end's own choice); a
@@ -1518,52 +1540,12 @@ static void congestion(void **state)
 	struct ferry_ctx *plain = cc_ctx("system", FERRY_LOG_ERROR);
 	struct ferry_ctx *unset = cc_ctx(NULL, FERRY_LOG_ERROR);
 
-	/* Unset on both ends, over loopback: CUBIC on both. */
-	assert_int_equal(ferry_listen(unset, "tcp://127.0.0.1:0", NULL, &l), 0);
-	uint16_t uport = listener_port(l), ucport = cc_connect(unset, l, &cep, &sep);
-	sock_cc(uport, ucport, got, sizeof(got));
-	assert_string_equal(got, "cubic");
-	sock_cc(ucport, uport, got, sizeof(got));
-	assert_string_equal(got, "cubic");
-	ferry_ep_close(cep);
-	ferry_ep_close(sep);
-	ferry_listener_close(l);
-
-	/* Unset on one end only: that end CUBIC, the other (=system) the default. */
-	assert_int_equal(ferry_listen(plain, "tcp://127.0.0.1:0", NULL, &l), 0);
-	uport = listener_port(l);
-	ucport = cc_connect(unset, l, &cep, &sep);
-	sock_cc(ucport, uport, got, sizeof(got));
-	assert_string_equal(got, "cubic");
-	sock_cc(uport, ucport, got, sizeof(got));
-	assert_string_equal(got, def);
-	ferry_ep_close(cep);
-	ferry_ep_close(sep);
-	ferry_listener_close(l);
+	cc_expect(unset, unset, "cubic", "cubic"); /* unset on both ends: CUBIC on both */
+	cc_expect(plain, unset, def, "cubic");     /* unset on one end: that end only */
+	cc_expect(unset, plain, "cubic", def);
 	ferry_ctx_destroy(unset);
-
-	/* Accepted by the context that sets it; connected by one that does not. */
-	assert_int_equal(ferry_listen(set, "tcp://127.0.0.1:0", NULL, &l), 0);
-	uint16_t lport = listener_port(l), cport = cc_connect(plain, l, &cep, &sep);
-	sock_cc(lport, cport, got, sizeof(got));
-	assert_string_equal(got, pick);
-	sock_cc(cport, lport, got, sizeof(got));
-	assert_string_equal(got, def);
-	ferry_ep_close(cep);
-	ferry_ep_close(sep);
-	ferry_listener_close(l);
-
-	/* Connected by the context that sets it. */
-	assert_int_equal(ferry_listen(plain, "tcp://127.0.0.1:0", NULL, &l), 0);
-	lport = listener_port(l);
-	cport = cc_connect(set, l, &cep, &sep);
-	sock_cc(cport, lport, got, sizeof(got));
-	assert_string_equal(got, pick);
-	sock_cc(lport, cport, got, sizeof(got));
-	assert_string_equal(got, def);
-	ferry_ep_close(cep);
-	ferry_ep_close(sep);
-	ferry_listener_close(l);
+	cc_expect(set, plain, pick, def); /* a name: the connections of that context */
+	cc_expect(plain, set, def, pick);
 	ferry_ctx_destroy(set);
 
 	/* A name the kernel does not have: logged once, the connections work as before. */
@@ -1574,7 +1556,7 @@ static void congestion(void **state)
 	close(pipefd[1]);
 	struct ferry_ctx *bad = cc_ctx("no-such-cc", FERRY_LOG_WARN);
 	assert_int_equal(ferry_listen(plain, "tcp://127.0.0.1:0", NULL, &l), 0);
-	lport = listener_port(l);
+	uint16_t lport = listener_port(l), cport;
 	for (int i = 0; i < 2; i++) {
 		struct ferry_completion c;
 		char buf[4] = "";
