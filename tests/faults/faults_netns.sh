@@ -57,12 +57,15 @@ IPA=10.231.$NET.1
 IPB=10.231.$NET.2
 TMP=$(mktemp -d /tmp/ferry-netns-XXXXXX)
 PEER_PID=
+CLIENT_PID=
 
 cleanup() {
-	if [ -n "$PEER_PID" ] && kill -0 "$PEER_PID" 2>/dev/null; then
-		kill -KILL "$PEER_PID" 2>/dev/null
-		wait "$PEER_PID" 2>/dev/null
-	fi
+	for p in $CLIENT_PID $PEER_PID; do
+		if kill -0 "$p" 2>/dev/null; then
+			kill -KILL "$p" 2>/dev/null
+			wait "$p" 2>/dev/null
+		fi
+	done
 	ip netns del "$A" 2>/dev/null
 	ip netns del "$B" 2>/dev/null
 	rm -rf "$TMP"
@@ -150,6 +153,7 @@ if [ "$CASE" = tbf ]; then
 fi
 wait "$CLIENT_PID"
 rc=$?
+CLIENT_PID=
 if [ "$CASE" = tbf ]; then
 	DEF=$(ip netns exec "$A" cat /proc/sys/net/ipv4/tcp_congestion_control)
 	echo "# congestion control of the server's connections: $(echo $SEEN) (default: $DEF)"
