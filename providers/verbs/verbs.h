@@ -22,7 +22,8 @@
  *     The receiver keeps rx_depth buffers posted; credits stop a sender from ever
  *     overrunning them (no RNR). See verbs_ep.c for credits and selective signalling.
  *   - write/read: IBV_WR_RDMA_WRITE/READ straight from/to the user's registered buffer,
- *     split at the device's max_msg_sz and at ibv_mr chunk boundaries on both sides.
+ *     split at the device's max_msg_sz and at ibv_mr chunk boundaries on both sides; a
+ *     write that fits max_inline_data is posted inline.
  *   - Asynchronous events (QP error state, port down, device fatal) fail the endpoints
  *     they concern, like a CM disconnect; see verbs_async.c.
  *   - Teardown: QP to ERR, rdma_disconnect, a signalled drain WR behind the sends, wait for
@@ -36,7 +37,8 @@
  *   FERRY_VERBS_EAGER [16384]     largest eager message (<= 65536); larger ones go by
  *                                 the core's rendezvous (RTS + RDMA READ + FIN)
  *   FERRY_VERBS_FRAG [8192]       payload per bounce buffer (1024..65536)
- *   FERRY_VERBS_INLINE [256]      requested max_inline_data (0 = never inline)
+ *   FERRY_VERBS_INLINE [256]      requested max_inline_data: sends and writes that fit go
+ *                                 inline (0 = never inline)
  *   FERRY_VERBS_CQ_SIZE [8192]    entries per shared CQ (capped by the device)
  *   FERRY_VERBS_SIGNAL [0]        signal every Nth send WR (0 = min(sq, tx bufs) / 4)
  *   FERRY_VERBS_MAX_MSG [1 MiB]   largest one-sided WR (capped by the port's max_msg_sz;

@@ -72,8 +72,9 @@ static void test_rma_write_read_sizes(void **state)
 {
 	struct conf *c = *state;
 	enum { REG = (8 << 20) + 4096 };
-	static const size_t sizes[] = { 1, 7, 8, 4096, 65535, 65536, 65537, (1 << 20) + 13,
-					8 << 20 };
+	/* 256, 257: at and past the inline size verbs asks for (FERRY_VERBS_INLINE) */
+	static const size_t sizes[] = { 1, 7, 8, 256, 257, 4096, 65535, 65536, 65537,
+					(1 << 20) + 13, 8 << 20 };
 	unsigned char *region = conf_alloc(c, REG);
 	unsigned char *src = conf_alloc(c, 8 << 20), *dst = conf_alloc(c, (8 << 20) + 64);
 	struct ferry_mr *rmr = conf_reg(c, c->w.srv, region, REG, RW);
