@@ -30,12 +30,18 @@
 /* The congestion control ferry gives a connection inside this host by default. */
 #define TCP_SAME_HOST_CC "cubic"
 
+/* FERRY_TCP_CONGESTION unset: ferry chooses per connection (ferryi_tcp_path_setup). */
+static bool tcp_cc_unset(const struct ferryi_tcp_inst *ti)
+{
+	return !ti->ext.tcp_congestion || !*ti->ext.tcp_congestion;
+}
+
 /* FERRY_TCP_CONGESTION names one algorithm for every connection (not "system"). */
 static const char *tcp_cc_for_all(const struct ferryi_tcp_inst *ti)
 {
 	const char *cc = ti->ext.tcp_congestion;
 
-	return cc && *cc && strcmp(cc, "system") != 0 ? cc : NULL;
+	return !tcp_cc_unset(ti) && strcmp(cc, "system") != 0 ? cc : NULL;
 }
 
 /* Sets fd's congestion control; a refusal is said once per context. */
@@ -132,8 +138,8 @@ uint64_t ferryi_tcp_path_setup(struct ferry_ep *ep)
 	if (te->fd < 0 || !tcp_same_host(te->fd) ||
 	    getsockopt(te->fd, IPPROTO_TCP, TCP_CONGESTION, cc, &len) != 0)
 		return 0;
-	if ((!ti->ext.tcp_congestion || !*ti->ext.tcp_congestion) &&
-	    strcmp(cc, TCP_SAME_HOST_CC) != 0 && tcp_set_cc(ep->pi, te->fd, TCP_SAME_HOST_CC, true))
+	if (tcp_cc_unset(ti) && strcmp(cc, TCP_SAME_HOST_CC) != 0 &&
+	    tcp_set_cc(ep->pi, te->fd, TCP_SAME_HOST_CC, true))
 		snprintf(cc, sizeof(cc), "%s", TCP_SAME_HOST_CC);
 	FERRYI_DBG(ep->ctx, "tcp: %s: inside this host, congestion control %s", ep->peer, cc);
 	if (!window || strncmp(cc, "bbr", 3) != 0)
