@@ -1863,8 +1863,11 @@ static void rma_window_close(void **state)
 		assert_int_equal(tcp_stats(w).rma_window_waits, waits + 1);
 		if (round == 2) {
 			/*
-			 * Everything goes with the context: the four ops complete (discarded
-			 * with the queue), the socket closes. Sanitizers and the peer check it.
+			 * Everything goes with the context: the four ops complete into the
+			 * queue, which is discarded, and the socket closes. An op that never
+			 * completed would keep its memory and its endpoint reference
+			 * (LeakSanitizer); a second completion is refused by the op's own
+			 * guard. The raw peer sees the hang-up.
 			 */
 			ferry_ctx_destroy(w->ctx);
 			w->ctx = NULL; /* raw_recv's ferry_progress(NULL) and teardown accept it */
