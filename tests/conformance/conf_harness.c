@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "conf_harness.h"
+#include "ft.h" /* the hang watchdog, shared with the fault-injection suite */
 
 #include <errno.h>
 #include <poll.h>
@@ -836,6 +837,13 @@ void conf_connect_n_at(const char *file, int line, struct conf_world *w, int n,
 int conf_group_setup(void **state)
 {
 	struct conf *c = calloc(1, sizeof(*c));
+	/*
+	 * CTest sets FERRY_TEST_WATCHDOG_S a little below its own timeout: a hang is then
+	 * reported with every thread's stack instead of a bare CTest timeout.
+	 */
+	const char *wd = getenv("FERRY_TEST_WATCHDOG_S");
+	if (wd && atoi(wd) > 0)
+		ft_watchdog((unsigned)atoi(wd));
 
 	assert_non_null(c);
 	c->track = calloc(1, sizeof(*c->track));
