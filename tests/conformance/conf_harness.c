@@ -837,13 +837,6 @@ void conf_connect_n_at(const char *file, int line, struct conf_world *w, int n,
 int conf_group_setup(void **state)
 {
 	struct conf *c = calloc(1, sizeof(*c));
-	/*
-	 * CTest sets FERRY_TEST_WATCHDOG_S a little below its own timeout: a hang is then
-	 * reported with every thread's stack instead of a bare CTest timeout.
-	 */
-	const char *wd = getenv("FERRY_TEST_WATCHDOG_S");
-	if (wd && atoi(wd) > 0)
-		ft_watchdog((unsigned)atoi(wd));
 
 	assert_non_null(c);
 	c->track = calloc(1, sizeof(*c->track));
@@ -1047,6 +1040,12 @@ int conf_run(const char *area, const struct CMUnitTest *tests, size_t n)
 	int st, rc;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	/*
+	 * CTest sets FT_WATCHDOG_S a little below its own timeout: a hang anywhere (the
+	 * provider probe included) is then reported with every thread's stack instead of a
+	 * bare CTest timeout. Unset (a binary run by hand): no watchdog.
+	 */
+	ft_watchdog_env(0);
 	conf_area = area;
 	conf_prov = p && *p ? p : "tcp";
 	conf_host = h && *h ? h : "127.0.0.1";

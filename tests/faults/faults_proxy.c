@@ -1110,8 +1110,7 @@ int main(int argc, char **argv)
 		if (strcmp(argv[1], cases[i].name) != 0)
 			continue;
 		FT_ASSERT(ft_logtee_start() == 0, "cannot tee stderr");
-		const char *wd = getenv("FT_WATCHDOG_S");
-		ft_watchdog(wd && atoi(wd) > 0 ? (unsigned)atoi(wd) : 100);
+		ft_watchdog_env(100);
 		uint64_t t0 = ft_now_ms();
 		cases[i].fn();
 		ft_note("%s took %llu ms", cases[i].name, (unsigned long long)(ft_now_ms() - t0));

@@ -94,6 +94,9 @@ void ft_stacks(void);
 /* After `seconds`, prints "HANG: ...", the stacks, and exits 1: a hang inside a ferry
  * call is reported with where it hangs, before the CTest timeout kills the test. */
 void ft_watchdog(unsigned seconds);
+/* ft_watchdog(FT_WATCHDOG_S) when that is set and positive, else ft_watchdog(dflt);
+ * dflt 0: no watchdog. */
+void ft_watchdog_env(unsigned dflt);
 
 /* Prints "PASS: name" or "FAIL: name (n failures)"; returns the exit code. */
 int ft_finish(const char *name);

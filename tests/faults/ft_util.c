@@ -212,6 +212,15 @@ void ft_watchdog(unsigned seconds)
 		pthread_detach(t);
 }
 
+void ft_watchdog_env(unsigned dflt)
+{
+	const char *wd = getenv("FT_WATCHDOG_S");
+	unsigned s = wd && atoi(wd) > 0 ? (unsigned)atoi(wd) : dflt;
+
+	if (s)
+		ft_watchdog(s);
+}
+
 int ft_finish(const char *name)
 {
 	int n = atomic_load(&ft_failures);
