@@ -2,7 +2,7 @@
 # and `install` for the consumer test). Included from the root CMakeLists.txt.
 #
 #   build.symbols     libferry.so exports ferry_* only, and every FERRY_API function
-#                     declared in include/ferry/*.h
+#                     declared in include/ferry/*.h; it refers to no libfabric symbol
 #   build.header_c    each public header compiles on its own as C99 (-pedantic)
 #   build.header_cxx  ... and as C++11
 #   build.consumer    cmake --install into a temporary prefix, then a tiny program

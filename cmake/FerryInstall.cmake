@@ -105,10 +105,10 @@ set(FERRY_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
 install(EXPORT ferryTargets NAMESPACE ferry:: DESTINATION ${FERRY_CMAKE_DIR})
 
 set(FERRY_BUILT_PROVIDERS tcp)
-if(FERRY_DEP_MODULES MATCHES "libibverbs")
+if(TARGET ferry_verbs)
   list(APPEND FERRY_BUILT_PROVIDERS verbs)
 endif()
-if(FERRY_DEP_MODULES MATCHES "libfabric")
+if(TARGET ferry_ofi) # built in, though libfabric is opened at run time (ofi_lib.c)
   list(APPEND FERRY_BUILT_PROVIDERS ofi)
 endif()
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/ferryConfig.cmake.in
@@ -157,5 +157,5 @@ set(FERRY_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
 configure_file(${PROJECT_BINARY_DIR}/ferry.pc.tmpl ${PROJECT_BINARY_DIR}/ferry.pc @ONLY)
 
 string(REPLACE ";" " " _ferry_prov_str "${FERRY_BUILT_PROVIDERS}")
-message(STATUS "ferry: install: providers linked: ${_ferry_prov_str}; "
+message(STATUS "ferry: install: providers built in: ${_ferry_prov_str}; "
   "Requires.private: ${FERRY_PC_REQUIRES_PRIVATE}; static: ${FERRY_BUILD_STATIC}")

@@ -3,7 +3,9 @@
 # Fails when libferry.so exports a symbol that is not ferry_* (everything internal is
 # built with hidden visibility, so an extra symbol means a missing `static` or a
 # visibility leak), or when a function declared FERRY_API in the public headers is
-# not exported (declared but not implemented).
+# not exported (declared but not implemented), or when libferry.so refers to
+# libfabric at all: the ofi provider opens it at run time (providers/ofi/ofi_lib.c), so
+# a direct call (a libfabric function that is not in its table) must not sneak in.
 cmake_minimum_required(VERSION 3.18) # script mode: new policies (IN_LIST, ...)
 execute_process(COMMAND ${NM} -D --defined-only ${LIB}
   OUTPUT_VARIABLE out RESULT_VARIABLE rc ERROR_VARIABLE err)
@@ -44,7 +46,21 @@ foreach(h IN LISTS headers)
   endforeach()
 endforeach()
 
+execute_process(COMMAND ${NM} -D --undefined-only ${LIB}
+  OUTPUT_VARIABLE undef RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${NM} -D --undefined-only ${LIB} failed (${rc}): ${err}")
+endif()
+string(REGEX MATCHALL "[ \n]fi_[A-Za-z0-9_]+" fi_refs "${undef}")
+list(LENGTH fi_refs n_fi)
+
 set(fail OFF)
+if(n_fi GREATER 0)
+  string(REPLACE ";" "\n  " fi_refs "${fi_refs}")
+  message("${LIB} refers to libfabric symbols, which it must reach through ofi_lib "
+    "(providers/ofi/ofi.h):\n  ${fi_refs}")
+  set(fail ON)
+endif()
 if(n_bad GREATER 0)
   string(REPLACE ";" "\n  " bad "${bad}")
   message("exported symbols outside the ferry_ namespace (${n_bad}):\n  ${bad}")
@@ -62,4 +78,4 @@ endif()
 if(fail)
   message(FATAL_ERROR "build.symbols failed")
 endif()
-message(STATUS "only ferry_* exported, every FERRY_API function present")
+message(STATUS "only ferry_* exported, every FERRY_API function present, no libfabric symbol referred to")

@@ -3,6 +3,7 @@
  *
  *   ofi_provider.c  ops table, instance (one fabric + domain per libfabric provider
  *                   in use: "doms"), info()
+ *   ofi_lib.c       libfabric itself, opened with dlopen at first use
  *   ofi_ep.c        endpoints: the design notes, eager messages, credits, the
  *                   receive path, close
  *   ofi_cm.c        connection setup: hello handshake, connect, listen
@@ -33,6 +34,30 @@
 #include <sys/un.h>
 
 #define OFI_API_VERSION FI_VERSION(1, 9)
+
+/*
+ * libfabric is opened with dlopen when the provider is first used, not linked
+ * (ofi_lib.c says why). These five are all the functions libfabric exports that
+ * ferry calls (everything else is an inline call through the fabric's ops tables);
+ * their types are the headers' own, and the macros below send every call through the
+ * table (build.symbols checks that libferry refers to no libfabric symbol). Valid once ofi_lib_open() has
+ * succeeded, which every path into the provider checks first.
+ */
+struct ofi_lib {
+	__typeof__(&fi_getinfo) getinfo;
+	__typeof__(&fi_freeinfo) freeinfo;
+	__typeof__(&fi_dupinfo) dupinfo;
+	__typeof__(&fi_fabric) fabric;
+	__typeof__(&fi_strerror) strerror;
+};
+extern struct ofi_lib ofi_lib;
+#define fi_getinfo (ofi_lib.getinfo)
+#define fi_freeinfo (ofi_lib.freeinfo)
+#define fi_dupinfo (ofi_lib.dupinfo)
+#define fi_fabric (ofi_lib.fabric)
+#define fi_strerror (ofi_lib.strerror)
+/* The header's own is an inline function bound to the linked fi_dupinfo. */
+#define fi_allocinfo() fi_dupinfo(NULL)
 
 #define OFI_EAGER_MAX 8192u      /* core-message payload carried in one message      */
 #define OFI_HDR_LEN 32u          /* our header in front of every message            */
@@ -362,8 +387,15 @@ static inline struct ferry_ctx *ofi_ctx(const struct ofi_port *port)
 /* ofi_provider.c */
 extern const struct ferryi_provider ferryi_ofi_provider;
 struct ofi_dom *ofi_dom_by_scheme(struct ofi_inst *oi, const char *scheme);
-void ofi_env_defaults(void);
 struct fi_info *ofi_hints(const char *prov_name);
+
+/* ofi_lib.c */
+/* 0 once libfabric is open and every function found (the first call does it, for the
+ * whole process); else FERRY_ENODEV, with why in *why. */
+int ofi_lib_open(const char **why);
+/* Whether FERRY_OFI_LIBRARY named the library (a failure to open it is then worth a
+ * warning, not a note). */
+bool ofi_lib_chosen(void);
 
 /* ofi_cq.c */
 int ofi_port_cq_open(struct ofi_port *port);

@@ -18,7 +18,6 @@
 #include "ofi.h"
 
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,46 +25,6 @@
 
 /* The fabrics opened with every context, in this order. */
 static const char *const ofi_eager_sels[] = { "tcp", "shm", "verbs" };
-
-static pthread_once_t ofi_env_once = PTHREAD_ONCE_INIT;
-
-static void ofi_env_apply(void)
-{
-	/*
-	 * rxm over verbs sizes its CQ from the universe size; rxe (soft-RoCE) refuses
-	 * the default (its CQs stop at 32767 entries). Must be set before libfabric
-	 * reads its parameters, i.e. before the first fi_getinfo; a user's value wins.
-	 */
-	setenv("FI_UNIVERSE_SIZE", "64", 0);
-	/*
-	 * rxm over verbs posts its receive buffers per connection unless told to share
-	 * one receive context (tcp shares by default). Per connection, libfabric 1.17
-	 * crashes closing an endpoint whose connections still have flushed receives in
-	 * the verbs CQ: rxm_close_conn closes the verbs endpoint, then drains the CQ and
-	 * reposts those buffers to the endpoint it just closed. Shared, they go back to
-	 * the shared context, which is still there.
-	 */
-	setenv("FI_OFI_RXM_USE_SRX", "1", 0);
-	/*
-	 * With a shared receive context rxm preposts FI_OFI_RXM_MSG_RX_SIZE bounce
-	 * buffers (default 4096 with srx) of FI_OFI_RXM_BUFFER_SIZE (16 KiB) each, when
-	 * the endpoint is enabled: 64 MiB allocated and zeroed per port, in four chunks
-	 * of 1024 (rxm's bufpool chunk), inside the first ferry_connect of a context
-	 * (its client port) and inside ferry_listen. ferry never has more than
-	 * OFI_CREDITS messages in flight per connection and posts OFI_RX_DEPTH receives
-	 * per port, so one chunk is plenty. On tcp a shared receive context that runs
-	 * dry only leaves bytes in the socket; on verbs the sender retries (RNR). Under
-	 * ThreadSanitizer every zeroed byte also goes through its shadow memory: the
-	 * client port took 0.30 s of an idle connect's 0.49 s, and a connect under load
-	 * overran the tests' 2 s deadline (docs/RELIABILITY.md).
-	 */
-	setenv("FI_OFI_RXM_MSG_RX_SIZE", "1024", 0);
-}
-
-void ofi_env_defaults(void)
-{
-	pthread_once(&ofi_env_once, ofi_env_apply);
-}
 
 struct fi_info *ofi_hints(const char *prov_name)
 {
@@ -275,6 +234,14 @@ static int ofi_inst_init(struct ferryi_prov_inst *pi)
 	const char *env;
 	struct ofi_dom *dom;
 
+	const char *why;
+	if (ofi_lib_open(&why) < 0) {
+		if (ofi_lib_chosen())
+			FERRYI_WARN(ctx, "ofi: FERRY_OFI_LIBRARY: %s", why);
+		else
+			FERRYI_INFO(ctx, "ofi: %s", why);
+		return FERRY_ENODEV;
+	}
 	oi->pi = pi;
 	oi->db_fd = -1;
 	oi->wake_fd = -1;
@@ -290,8 +257,6 @@ static int ofi_inst_init(struct ferryi_prov_inst *pi)
 	 */
 	env = getenv("FERRY_OFI_WAIT_FD");
 	oi->wait_fd = !(env && strcmp(env, "0") == 0);
-	ofi_env_defaults();
-
 	for (size_t i = 0; i < FERRYI_ARRAY_LEN(ofi_eager_sels); i++)
 		(void)ofi_dom_try(oi, ofi_eager_sels[i], &dom);
 
@@ -379,8 +344,13 @@ static void ofi_info(struct ferry_provider_info *info)
 	char *p = info->detail;
 	size_t left = sizeof(info->detail);
 	int usable = 0;
+	const char *why;
 
-	ofi_env_defaults();
+	if (ofi_lib_open(&why) < 0) {
+		snprintf(info->detail, sizeof(info->detail), "%s", why);
+		info->status = FERRY_ENODEV;
+		return;
+	}
 	for (size_t i = 0; i < FERRYI_ARRAY_LEN(ofi_eager_sels); i++) {
 		const char *sel = ofi_eager_sels[i];
 		struct fi_info *hints = ofi_hints(sel), *fi = NULL;

@@ -1,0 +1,199 @@
+/*
+ * ofi_library.c - libfabric is opened when the ofi provider is first used, not linked
+ * (providers/ofi/ofi_lib.c). libfabric is opened once per process, so each case is a
+ * run of its own (CTest conf.ofi.library.<case>):
+ *
+ *   unused   FERRY_PROVIDERS=tcp: a context and a TCP message never map libfabric;
+ *            ferry_provider_list(), which asks the ofi provider, then does
+ *   used     default providers: the first context maps it, ofi+tcp is usable
+ *   missing  FERRY_OFI_LIBRARY names no file: contexts work without ofi, the
+ *            provider list says why, ofi+tcp:// listen and connect fail with
+ *            FERRY_EPROTONOSUPPORT, and a warning names the variable
+ *   wrong    FERRY_OFI_LIBRARY names a library that is not libfabric: the same, and
+ *            the reason names the function it lacks
+ */
+#define _GNU_SOURCE
+#include <ferry/ferry.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FAIL(...)                                                                    \
+	do {                                                                         \
+		fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                 \
+		fprintf(stderr, __VA_ARGS__);                                        \
+		fprintf(stderr, "\n");                                               \
+		exit(1);                                                             \
+	} while (0)
+
+#define CHECK(call)                                                                  \
+	do {                                                                         \
+		int rc_ = (call);                                                    \
+		if (rc_ < 0)                                                         \
+			FAIL("%s: %s", #call, ferry_strerror(rc_));                  \
+	} while (0)
+
+static bool libfabric_mapped(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[4096];
+	bool found = false;
+
+	if (!f)
+		FAIL("/proc/self/maps: cannot open");
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, "/libfabric.so") != NULL;
+	fclose(f);
+	return found;
+}
+
+static struct ferry_provider_info ofi_info(void)
+{
+	struct ferry_provider_info all[8];
+	int n = ferry_provider_list(all, 8);
+
+	for (int i = 0; i < n && i < 8; i++)
+		if (strcmp(all[i].name, "ofi") == 0)
+			return all[i];
+	FAIL("ferry_provider_list: no entry for ofi");
+}
+
+static void wait_one(struct ferry_ctx *ctx, const char *what)
+{
+	struct ferry_completion c;
+	int n = ferry_cq_wait(ferry_ctx_cq(ctx), &c, 1, 10000);
+
+	if (n != 1 || c.status != 0)
+		FAIL("%s: %s", what, n < 0 ? ferry_strerror(n) :
+			 n == 0 ? "no completion in 10 s" : ferry_strerror(c.status));
+}
+
+/* A connection to a listener of the same context, and one message over it. */
+static void tcp_message(struct ferry_ctx *ctx)
+{
+	struct ferry_listener *l;
+	struct ferry_ep *cep, *sep;
+	char addr[512], got[16] = "";
+	size_t len = sizeof(addr);
+
+	CHECK(ferry_listen(ctx, "tcp://127.0.0.1:0", NULL, &l));
+	CHECK(ferry_listener_addr(l, addr, &len));
+	CHECK(ferry_connect(ctx, addr, NULL, &cep));
+	CHECK(ferry_listener_accept(l, &sep, 10000));
+	CHECK(ferry_recv(sep, got, sizeof(got), 7, ~(uint64_t)0, NULL, NULL));
+	CHECK(ferry_send(cep, "ferry", 6, 7, NULL, NULL));
+	wait_one(ctx, "send or recv");
+	wait_one(ctx, "send or recv");
+	if (strcmp(got, "ferry") != 0)
+		FAIL("received \"%s\", sent \"ferry\"", got);
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	ferry_listener_close(l);
+}
+
+static void case_unused(void)
+{
+	struct ferry_ctx *ctx;
+
+	CHECK(ferry_ctx_create(NULL, &ctx));
+	tcp_message(ctx);
+	ferry_ctx_destroy(ctx);
+	if (libfabric_mapped())
+		FAIL("libfabric is mapped in a process whose contexts only use tcp");
+	struct ferry_provider_info oi = ofi_info();
+	if (!libfabric_mapped())
+		FAIL("ferry_provider_list() described ofi (\"%s\") without opening libfabric",
+		     oi.detail);
+	printf("libfabric not mapped with FERRY_PROVIDERS=tcp; mapped after "
+	       "ferry_provider_list (ofi: %s)\n", oi.detail);
+}
+
+static void case_used(void)
+{
+	struct ferry_ctx *ctx;
+	struct ferry_stats st;
+
+	if (libfabric_mapped())
+		FAIL("libfabric is mapped before any context: libferry links it");
+	CHECK(ferry_ctx_create(NULL, &ctx));
+	if (!libfabric_mapped())
+		FAIL("a context with the ofi provider allowed did not open libfabric");
+	if (ferry_stats_get(ctx, "ofi", &st) < 0)
+		FAIL("the ofi provider is not open in a context with default providers");
+	ferry_ctx_destroy(ctx);
+	struct ferry_provider_info oi = ofi_info();
+	if (oi.status != 0 || !strstr(oi.detail, "ofi+tcp: ok"))
+		FAIL("ofi: status %d, \"%s\"", oi.status, oi.detail);
+	printf("libfabric opened by the first context; ofi: %s\n", oi.detail);
+}
+
+/* Runs a context with a library that will not do; expect: what the reason names. */
+static void case_unusable(const char *expect)
+{
+	struct ferry_ctx *ctx;
+	struct ferry_listener *l = NULL;
+	struct ferry_ep *ep = NULL;
+	struct ferry_stats st;
+	char log_path[] = "/tmp/ferry-ofi-library-XXXXXX", log[8192] = "";
+	const char *lib = getenv("FERRY_OFI_LIBRARY");
+
+	if (!lib || !lib[0])
+		FAIL("FERRY_OFI_LIBRARY is not set: CTest sets it for this case");
+	/* The library logs to stderr: keep what it says during the context's creation. */
+	int log_fd = mkstemp(log_path), saved = dup(2);
+	if (log_fd < 0 || saved < 0 || dup2(log_fd, 2) < 0)
+		FAIL("cannot redirect stderr to %s", log_path);
+	unlink(log_path);
+	int rc = ferry_ctx_create(NULL, &ctx);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	ssize_t got = pread(log_fd, log, sizeof(log) - 1, 0);
+	close(log_fd);
+	fprintf(stderr, "%s", got > 0 ? log : "");
+	CHECK(rc);
+
+	if (!strstr(log, "FERRY_OFI_LIBRARY") || !strstr(log, expect))
+		FAIL("no warning naming FERRY_OFI_LIBRARY and \"%s\" in the log:\n%s", expect,
+		     log);
+	if (ferry_stats_get(ctx, "ofi", &st) != FERRY_ENOENT)
+		FAIL("the ofi provider is open with FERRY_OFI_LIBRARY=%s", lib);
+	rc = ferry_listen(ctx, "ofi+tcp://127.0.0.1:0", NULL, &l);
+	if (rc != FERRY_EPROTONOSUPPORT)
+		FAIL("ferry_listen(ofi+tcp) without libfabric: %s, expected EPROTONOSUPPORT",
+		     ferry_errname(rc));
+	rc = ferry_connect(ctx, "ofi+tcp://127.0.0.1:1", NULL, &ep);
+	if (rc != FERRY_EPROTONOSUPPORT)
+		FAIL("ferry_connect(ofi+tcp) without libfabric: %s, expected EPROTONOSUPPORT",
+		     ferry_errname(rc));
+	tcp_message(ctx); /* the other providers are unaffected */
+	ferry_ctx_destroy(ctx);
+
+	struct ferry_provider_info oi = ofi_info();
+	if (!oi.built || oi.status != FERRY_ENODEV || !strstr(oi.detail, expect))
+		FAIL("ofi: built %d, status %s, \"%s\": expected ENODEV naming \"%s\"", oi.built,
+		     ferry_errname(oi.status), oi.detail, expect);
+	if (libfabric_mapped())
+		FAIL("libfabric is mapped though FERRY_OFI_LIBRARY named another library");
+	printf("FERRY_OFI_LIBRARY=%s: ofi not available (%s); tcp works\n", lib, oi.detail);
+}
+
+int main(int argc, char **argv)
+{
+	const char *c = argc > 1 ? argv[1] : "";
+
+	if (strcmp(c, "unused") == 0)
+		case_unused();
+	else if (strcmp(c, "used") == 0)
+		case_used();
+	else if (strcmp(c, "missing") == 0)
+		case_unusable(getenv("FERRY_OFI_LIBRARY") ? getenv("FERRY_OFI_LIBRARY") : "?");
+	else if (strcmp(c, "wrong") == 0)
+		case_unusable("has no fi_getinfo");
+	else
+		FAIL("usage: %s unused|used|missing|wrong", argv[0]);
+	return 0;
+}
