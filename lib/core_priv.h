@@ -184,7 +184,10 @@ void ferryi_ep_drop_hold(struct ferry_ep *ep);
 struct ferryi_op *ferryi_op_alloc(struct ferry_ep *ep, enum ferry_op_type type,
 				  struct ferry_cq *cq, bool internal);
 void ferryi_op_complete(struct ferryi_op *op, int status);
-void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status);
+/* keep_arrived: whole eager messages that arrived unmatched stay receivable (msg.c). */
+void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status, bool keep_arrived);
+/* Frees every unmatched message left on ep (logged when there were any). */
+void ferryi_ep_drop_unexpected(struct ferry_ep *ep, const char *why);
 void ferryi_ops_fini(struct ferry_ctx *ctx);
 int ferryi_send_ctrl(struct ferry_ep *ep, uint8_t type, uint64_t tag, uint64_t aux);
 

@@ -22,6 +22,7 @@
 static void ep_free(struct ferry_ep *ep)
 {
 	struct ferry_ctx *ctx = ep->ctx;
+	ferryi_ep_drop_unexpected(ep, "the endpoint was released");
 	ferryi_timer_cancel(ctx, &ep->connect_timer);
 	if (ep->listener)
 		ferryi_listener_ep_freed(ep);
@@ -141,9 +142,10 @@ void ferryi_process_closes(struct ferry_ctx *ctx)
 	struct ferryi_list_node *n;
 	while ((n = ferryi_list_pop_front(&ctx->closing))) {
 		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, close_link);
-		int reason = ep->user_closed || ctx->destroying ? FERRY_ECANCELED : ep->status;
+		bool by_us = ep->user_closed || ctx->destroying;
+		int reason = by_us ? FERRY_ECANCELED : ep->status;
 		ep->pi->prov->ep_close(ep, reason, ep->user_closed);
-		ferryi_ep_fail_core_ops(ep, reason);
+		ferryi_ep_fail_core_ops(ep, reason, !by_us);
 		ferryi_ep_unref(ep);
 	}
 }
@@ -254,6 +256,9 @@ void ferry_ep_close(struct ferry_ep *ep)
 		ep->user_closed = true;
 		ferryi_ep_begin_close(ep, FERRY_ENOTCONN, true, FERRY_EVENT_EP_CLOSED,
 				      "closed by the user");
+	} else {
+		/* Closed by the peer or a failure: what it had received is not wanted. */
+		ferryi_ep_drop_unexpected(ep, "closed by the user");
 	}
 	ferryi_ep_drop_hold(ep);
 	ferryi_ctx_unlock(ctx);

@@ -476,6 +476,12 @@ static bool tag_match(uint64_t msg_tag, uint64_t tag, uint64_t mask)
 	return ((msg_tag ^ tag) & mask) == 0;
 }
 
+/* A message that can be received on a closed endpoint: whole, eager, nobody on it. */
+static bool ux_arrived(const struct ferryi_uxmsg *ux)
+{
+	return ux->type != FERRYI_MSG_RTS && ux->complete && !ux->waiting;
+}
+
 static void ux_free(struct ferry_ep *ep, struct ferryi_uxmsg *ux)
 {
 	if (ferryi_node_linked(&ux->link))
@@ -571,6 +577,43 @@ static void ux_deliver(struct ferryi_op *recv, struct ferryi_uxmsg *ux)
 	credit_return(ep, len);
 }
 
+static void recv_fill(struct ferryi_op *op, void *buf, size_t len, uint64_t tag,
+		      uint64_t tag_mask, void *user_ctx, const struct ferry_op_attr *attr)
+{
+	op->user_ctx = user_ctx;
+	op->buf = buf;
+	op->len = len;
+	op->tag = tag;
+	op->tag_mask = tag_mask;
+	op->flags = attr ? attr->flags : 0;
+}
+
+/*
+ * A receive on a closed endpoint: the first message that arrived before the close
+ * and matches (ferryi_ep_fail_core_ops keeps them), delivered at once; FERRY_ENOTCONN
+ * when none does.
+ */
+static int recv_arrived(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag,
+			uint64_t tag_mask, void *user_ctx, const struct ferry_op_attr *attr)
+{
+	struct ferryi_list_node *n, *t;
+	struct ferryi_op *op;
+
+	ferryi_list_foreach_safe(&ep->unexpected, n, t) {
+		struct ferryi_uxmsg *ux = ferryi_container_of(n, struct ferryi_uxmsg, link);
+		if (!ux_arrived(ux) || !tag_match(ux->tag, tag, tag_mask))
+			continue;
+		int rc = ferryi_op_alloc2(ep, FERRY_OP_RECV, op_cq(ep, attr), false, &op);
+		if (rc < 0)
+			return rc;
+		recv_fill(op, buf, len, tag, tag_mask, user_ctx, attr);
+		ep->pi->stats.ops_posted++;
+		ux_deliver(op, ux);
+		return 0;
+	}
+	return FERRY_ENOTCONN;
+}
+
 int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag, uint64_t tag_mask,
 	       void *user_ctx, const struct ferry_op_attr *attr)
 {
@@ -583,17 +626,15 @@ int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag, uint64_
 	struct ferry_ctx *ctx = ep->ctx;
 	ferryi_ctx_lock(ctx);
 	rc = ep_check_postable(ep);
-	if (rc < 0)
+	if (rc < 0) {
+		if (ep->state == FERRYI_EP_CLOSED)
+			rc = recv_arrived(ep, buf, len, tag, tag_mask, user_ctx, attr);
 		goto out;
+	}
 	rc = ferryi_op_alloc2(ep, FERRY_OP_RECV, op_cq(ep, attr), false, &op);
 	if (rc < 0)
 		goto out;
-	op->user_ctx = user_ctx;
-	op->buf = buf;
-	op->len = len;
-	op->tag = tag;
-	op->tag_mask = tag_mask;
-	op->flags = attr ? attr->flags : 0;
+	recv_fill(op, buf, len, tag, tag_mask, user_ctx, attr);
 	op_posted(ep, op, ferryi_op_id(op), attr);
 
 	ferryi_list_foreach_safe(&ep->unexpected, n, t) {
@@ -967,7 +1008,16 @@ int ferry_read(struct ferry_ep *ep, void *buf, size_t len, struct ferry_mr *mr,
 
 /* ------------------------------------------------------------------ teardown */
 
-void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status)
+/*
+ * Messages that arrived unmatched stay receivable after the endpoint closes by the
+ * peer's goodbye or a failure (keep_arrived): their senders saw them complete, and
+ * dropping them with the connection would lose them silently. Only whole eager
+ * messages can be: an announced rendezvous needs the peer to fetch from, and a message
+ * cut short never completes; their senders' operations fail with the connection. A
+ * user's close and the context's destruction drop them all (ferryi_ep_drop_unexpected,
+ * also run when the endpoint is freed).
+ */
+void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status, bool keep_arrived)
 {
 	struct ferryi_list_node *n, *t;
 	ferryi_list_foreach_safe(&ep->ops, n, t) {
@@ -980,8 +1030,41 @@ void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status)
 		op->receiving = false;
 		ferryi_op_complete(op, status);
 	}
-	ferryi_list_foreach_safe(&ep->unexpected, n, t)
-		ux_free(ep, ferryi_container_of(n, struct ferryi_uxmsg, link));
+	if (!keep_arrived) {
+		ferryi_ep_drop_unexpected(ep, "it was closed");
+		return;
+	}
+	unsigned kept = 0, dropped = 0;
+	ferryi_list_foreach_safe(&ep->unexpected, n, t) {
+		struct ferryi_uxmsg *ux = ferryi_container_of(n, struct ferryi_uxmsg, link);
+		if (ux_arrived(ux)) {
+			kept++;
+		} else {
+			dropped++;
+			ux_free(ep, ux);
+		}
+	}
+	if (kept || dropped)
+		FERRYI_INFO(ep->ctx, "endpoint %s closed (%s) with %u unmatched message(s) still "
+			    "receivable with ferry_recv and %u announced or partial one(s) dropped "
+			    "(their sends failed)", ep->peer, ferry_strerror(status), kept,
+			    dropped);
+}
+
+void ferryi_ep_drop_unexpected(struct ferry_ep *ep, const char *why)
+{
+	struct ferryi_list_node *n, *t;
+	unsigned count = 0;
+	uint64_t bytes = 0;
+	ferryi_list_foreach_safe(&ep->unexpected, n, t) {
+		struct ferryi_uxmsg *ux = ferryi_container_of(n, struct ferryi_uxmsg, link);
+		count++;
+		bytes += ux->len;
+		ux_free(ep, ux);
+	}
+	if (count)
+		FERRYI_INFO(ep->ctx, "endpoint %s: %u message(s), %llu bytes, that arrived were "
+			    "never received: %s", ep->peer, count, (unsigned long long)bytes, why);
 }
 
 void ferryi_ops_fini(struct ferry_ctx *ctx)

@@ -518,8 +518,10 @@ FERRY_API void ferry_ep_release(struct ferry_ep *ep);
 
 /**
  * Closes the endpoint (idempotent): says goodbye to the peer, fails every operation
- * still in flight with FERRY_ECANCELED, removes it from the pool, and gives back the
- * caller's reference. Other holders see FERRY_ENOTCONN on new posts.
+ * still in flight with FERRY_ECANCELED, drops the messages that arrived unmatched
+ * (logged), removes it from the pool, and gives back the caller's reference. Other
+ * holders see FERRY_ENOTCONN on new posts. The peer can still receive what it had
+ * received from us before the goodbye (ferry_recv).
  */
 FERRY_API void ferry_ep_close(struct ferry_ep *ep);
 
@@ -577,6 +579,13 @@ FERRY_API int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint6
  * Flow control: a sender whose eager messages the receiver has not matched yet waits
  * once it has FERRY_UNEXPECTED_MAX (the receiver's) outstanding; its sends complete
  * when receives are posted here. Sends on one endpoint are delivered in order.
+ * After the endpoint is closed by its peer (goodbye) or fails, the messages that had
+ * arrived whole and unmatched (eager ones: their senders saw them complete) can still
+ * be received, in order, each completing at once, until the endpoint is released;
+ * announced rendezvous messages are gone with the peer. On an endpoint closed here,
+ * nothing is kept.
+ * @return 0 (posted), FERRY_ENOTCONN (closed or failed endpoint with no such message
+ *         left), FERRY_EAGAIN (completion queue full), FERRY_EINVAL
  */
 FERRY_API int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag,
 			 uint64_t tag_mask, void *user_ctx,

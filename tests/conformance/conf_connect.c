@@ -324,6 +324,64 @@ static void test_peer_close_server_closes(void **state)
 	peer_close_case(*state, false);
 }
 
+/*
+ * Messages that arrived unmatched before the peer closed stay receivable: the peer saw
+ * those sends complete, so dropping them with the endpoint would lose them silently.
+ * Receives take them in order (two share a tag); a rendezvous the closer had only
+ * announced is gone with it (its send failed there), and once nothing matches, a
+ * receive is refused as on any closed endpoint. One is left for the teardown's close
+ * to free (the sanitizer builds would report it leaked otherwise).
+ */
+static void test_peer_close_keeps_arrived(void **state)
+{
+	struct conf *c = *state;
+	enum { N = 4, NRECV = 3, SMALL = 48, BIG = 4 << 20 };
+	static const uint64_t tags[N] = { 500, 501, 500, 502 };
+	/* Received by tag 501, then 500 twice; 502 is left to the close (freed, logged). */
+	static const int order[NRECV] = { 1, 0, 2 };
+	unsigned char out[N][SMALL], in[N][SMALL], spare[SMALL];
+	unsigned char *big = conf_alloc(c, BIG);
+	struct ferry_completion cmp[N];
+	int i;
+
+	for (i = 0; i < N; i++) {
+		conf_fill(out[i], SMALL, 40 + (uint64_t)i);
+		conf_assert_rc(ferry_send(c->cep, out[i], SMALL, tags[i], out[i], NULL), 0);
+	}
+	conf_wait(&c->w, ferry_ctx_cq(c->w.cli), cmp, N);
+	for (i = 0; i < N; i++)
+		if (cmp[i].status != 0)
+			conf_fail("send %d: %s", i, conf_err(cmp[i].status));
+	/* Announced, never fetched: the server posts nothing for it before the close. */
+	conf_fill(big, BIG, 49);
+	conf_assert_rc(ferry_send(c->cep, big, BIG, 600, big, NULL), 0);
+	conf_drive_for(&c->w, 50);
+	ferry_ep_close(c->cep);
+	c->cep = NULL;
+	conf_wait(&c->w, ferry_ctx_cq(c->w.cli), cmp, 1);
+	if (cmp[0].user_ctx != big || cmp[0].status >= 0)
+		conf_fail("the closer's unfetched rendezvous send completed with %s, expected an "
+			  "error", conf_err(cmp[0].status));
+	conf_wait_ep_down(&c->w, c->sep);
+
+	for (i = 0; i < NRECV; i++) {
+		int k = order[i];
+		memset(in[k], 0, SMALL);
+		conf_assert_rc(ferry_recv(c->sep, in[k], SMALL, tags[k], ~0ull, in[k], NULL), 0);
+		conf_wait(&c->w, ferry_ctx_cq(c->w.srv), cmp, 1);
+		if (cmp[0].status != 0 || cmp[0].user_ctx != in[k] || cmp[0].len != SMALL ||
+		    cmp[0].tag != tags[k] || cmp[0].type != FERRY_OP_RECV)
+			conf_fail("receive %d after the peer closed: status %s, len %llu, tag %llu",
+				  k, conf_err(cmp[0].status), (unsigned long long)cmp[0].len,
+				  (unsigned long long)cmp[0].tag);
+		conf_assert_pattern(in[k], SMALL, 40 + (uint64_t)k, "a message received after the peer closed");
+	}
+	conf_assert_rc(ferry_recv(c->sep, big, BIG, 600, ~0ull, big, NULL), FERRY_ENOTCONN);
+	conf_assert_rc(ferry_recv(c->sep, spare, SMALL, 500, ~0ull, spare, NULL),
+		       FERRY_ENOTCONN);
+	conf_expect_none(&c->w, ferry_ctx_cq(c->w.srv), 50);
+}
+
 /* Endpoints still waiting in the accept queue are closed with the listener. */
 static void test_listener_close_pending(void **state)
 {
@@ -722,6 +780,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_post_on_closed, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_peer_close_client_closes, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_peer_close_server_closes, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_peer_close_keeps_arrived, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_listener_close_pending, conf_setup_none, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_listener_accept_fn, conf_setup_none, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_listener_max_connections, conf_setup_none, conf_teardown),
