@@ -615,7 +615,10 @@ FERRY_API int ferry_read(struct ferry_ep *ep, void *buf, size_t len, struct ferr
 
 struct ferry_stats {
 	uint64_t bytes_sent, bytes_received;     /* payload bytes (before compression)     */
-	uint64_t wire_bytes_sent, wire_bytes_received; /* after compression, with framing */
+	uint64_t wire_bytes_sent, wire_bytes_received; /* what the providers moved: messages
+						   after compression, with framing, and
+						   one-sided data (a read's as received),
+						   counted when handed to the fabric   */
 	uint64_t ops_posted, ops_completed, ops_failed;
 	uint64_t completions_discarded;          /* unpolled at ctx destroy                */
 	uint64_t eps_open, eps_pooled, eps_pinned; /* gauges                              */

@@ -403,6 +403,7 @@ void ofi_rx_complete(struct ofi_rxbuf *rb, size_t len, int status)
 		ofi_rx_post(port, rb);
 		return;
 	}
+	ferryi_stats(port->dom->inst->pi)->wire_bytes_received += len;
 	ofi_rx_handle(port, rb->buf, len);
 	ofi_rx_done(port, rb);
 }

@@ -252,6 +252,7 @@ int ofi_tx_post(struct ofi_port *port, struct ofi_peer *peer, struct ofi_txbuf *
 	ofi_post_end(peer);
 	if (rc)
 		return (int)rc;
+	ferryi_stats(port->dom->inst->pi)->wire_bytes_sent += tb->len;
 	/* The handshake and BYE may travel before or after the hello's word is current. */
 	ofi_ring(port, peer, tb->kind == OFI_K_CONNREQ || tb->kind == OFI_K_CONNACK ||
 				     tb->kind == OFI_K_CONNREJ || tb->kind == OFI_K_BYE);

@@ -187,6 +187,11 @@ void ofi_rma_post(struct ofi_rma *r)
 		r->out++;
 		port->rma_out++;
 		peer->rma_out++;
+		struct ferry_stats *st = ferryi_stats(port->dom->inst->pi);
+		if (r->write)
+			st->wire_bytes_sent += n;
+		else
+			st->wire_bytes_received += n;
 	}
 	if (ferryi_node_linked(&r->retry_link))
 		ferryi_list_remove(&r->retry_link);

@@ -649,6 +649,10 @@ static int post_rma(struct ferryi_verbs_ep *vep, struct ferryi_op *op)
 		sq_push(vep, op, -1, sig, 0);
 		op->prov[VOP_OUT]++;
 		op->prov[VOP_POSTED] = posted + seg;
+		if (opc == IBV_WR_RDMA_WRITE)
+			pi->stats.wire_bytes_sent += seg;
+		else
+			pi->stats.wire_bytes_received += seg;
 	}
 	return 1;
 }

@@ -142,6 +142,39 @@ static void test_rma_reverse(void **state)
 }
 
 /*
+ * ferry_stats' wire bytes count one-sided data on every provider: a write's as sent
+ * by the initiator, a read's as received, and the messages around them (a provider
+ * that checks keys first adds a round trip of its own).
+ */
+static void test_rma_wire_bytes(void **state)
+{
+	struct conf *c = *state;
+	enum { REG = 1 << 20 };
+	unsigned char *region = conf_alloc(c, REG), *buf = conf_alloc(c, REG);
+	struct ferry_mr *rmr = conf_reg(c, c->w.srv, region, REG, RW);
+	struct ferry_mr *lmr = conf_reg(c, c->w.cli, buf, REG, FERRY_ACCESS_LOCAL);
+	struct ferry_rkey *rk = conf_rkey(c, c->w.cli, rmr);
+	struct ferry_stats before, mid, after;
+
+	conf_fill(buf, REG, 57);
+	conf_assert_rc(ferry_stats_get(c->w.cli, conf_prov_base, &before), 0);
+	rma_expect(c, RMA_WRITE, buf, REG, lmr, rk, 0, 0);
+	conf_assert_rc(ferry_stats_get(c->w.cli, conf_prov_base, &mid), 0);
+	rma_expect(c, RMA_READ, buf, REG, lmr, rk, 0, 0);
+	conf_assert_rc(ferry_stats_get(c->w.cli, conf_prov_base, &after), 0);
+	print_message("wire bytes: write sent %llu, read received %llu (1 MiB each)\n",
+		      (unsigned long long)(mid.wire_bytes_sent - before.wire_bytes_sent),
+		      (unsigned long long)(after.wire_bytes_received - mid.wire_bytes_received));
+	if (mid.wire_bytes_sent - before.wire_bytes_sent < REG)
+		conf_fail("a 1 MiB write counted %llu wire bytes sent",
+			  (unsigned long long)(mid.wire_bytes_sent - before.wire_bytes_sent));
+	if (after.wire_bytes_received - mid.wire_bytes_received < REG)
+		conf_fail("a 1 MiB read counted %llu wire bytes received",
+			  (unsigned long long)(after.wire_bytes_received - mid.wire_bytes_received));
+	conf_assert_pattern(region, REG, 57, "the target region after the write");
+}
+
+/*
  * Many one-sided ops to one peer at once, more pieces than a provider lets into one
  * connection (ofi on tcp holds pieces back per peer): each op completes exactly once,
  * with its own bytes, writes and reads mixed.
@@ -584,6 +617,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_rma_write_read_sizes, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_rma_reverse, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_rma_wire_bytes, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_rma_many_in_flight, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_rma_bounds, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_rma_access_read_only, conf_setup_pair, conf_teardown),
