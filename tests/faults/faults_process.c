@@ -19,7 +19,8 @@
  *                 drops it; after SIGCONT the client reconnects and traffic resumes.
  *
  * Probes run at FERRY_PROBE_INTERVAL_MS=200, FERRY_PROBE_MISSES=3 unless the
- * environment says otherwise (the peer inherits them).
+ * environment says otherwise (the peer inherits them, and FT_SCHEME: the transport,
+ * tcp by default; CTest runs the kill cases over ofi+tcp too).
  */
 #define _GNU_SOURCE
 #include "ft.h"
@@ -104,7 +105,7 @@ static void cli_open(struct cli *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->since_ns = UINT64_MAX;
-	c->ctx = ft_ctx("tcp", NULL, NULL);
+	c->ctx = ft_ctx(NULL, NULL, NULL);
 	ft_tab_init(&c->tab, c->ctx, NULL);
 	c->tab.counts = &c->counts;
 	c->tab.on_lop = cli_on_lop;
@@ -284,7 +285,7 @@ static void case_stop_server(void)
 static void serve_fault_client(bool stop, bool many)
 {
 	const char *what = stop ? "stop_client" : many ? "kill_client_many" : "kill_client";
-	struct ferry_ctx *ctx = ft_ctx("tcp", NULL, NULL);
+	struct ferry_ctx *ctx = ft_ctx(NULL, NULL, NULL);
 	struct ft_service_cfg cfg = {.ro_len = 16 * MiB, .wr_max = 128 * MiB};
 	struct ft_service *svc;
 	struct ft_service_stats st;

@@ -101,7 +101,12 @@ void ft_watchdog_env(unsigned dflt);
 /* Prints "PASS: name" or "FAIL: name (n failures)"; returns the exit code. */
 int ft_finish(const char *name);
 
-/* A context from the environment plus these overrides; fails the test on error. */
+/* The transport of the tests that are not about TCP itself (faults.process.*):
+ * FT_SCHEME, "tcp" (default), "ofi+tcp" or "ofi+shm"; ft_peer inherits it. */
+const char *ft_scheme(void);
+
+/* A context from the environment plus these overrides; fails the test on error.
+ * providers NULL: the provider of ft_scheme(). */
 struct ferry_ctx *ft_ctx(const char *providers, ferry_event_fn ev, void *arg);
 
 /* Leak gauges of a context: eps_open and mrs_registered back to 0, every op that
@@ -230,7 +235,7 @@ struct ft_reply {
 /* ------------------------------------------------------------------ server */
 
 struct ft_service_cfg {
-	const char *listen_uri; /* default tcp://127.0.0.1:0                              */
+	const char *listen_uri; /* default <ft_scheme()>://127.0.0.1:0                     */
 	uint64_t ro_len;        /* read-only pattern region (default 16 MiB)               */
 	uint64_t wr_max;        /* largest write region one INFO may ask (default 64 MiB)  */
 	unsigned ctrl_depth;    /* control receives kept posted per endpoint (default 4)   */

@@ -48,6 +48,7 @@ struct sv_op {
 };
 
 struct ft_service {
+	char listen_uri[64]; /* cfg.listen_uri's default */
 	struct ferry_ctx *ctx;
 	struct ferry_listener *l;
 	struct ft_service_cfg cfg;
@@ -419,8 +420,10 @@ int ft_service_create(struct ferry_ctx *ctx, const struct ft_service_cfg *cfg,
 	s->ctx = ctx;
 	if (cfg)
 		s->cfg = *cfg;
-	if (!s->cfg.listen_uri)
-		s->cfg.listen_uri = "tcp://127.0.0.1:0";
+	if (!s->cfg.listen_uri) {
+		snprintf(s->listen_uri, sizeof(s->listen_uri), "%s://127.0.0.1:0", ft_scheme());
+		s->cfg.listen_uri = s->listen_uri;
+	}
 	if (!s->cfg.ro_len)
 		s->cfg.ro_len = 16u << 20;
 	if (!s->cfg.wr_max)

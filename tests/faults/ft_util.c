@@ -233,13 +233,24 @@ int ft_finish(const char *name)
 	return n == 0 ? 0 : 1;
 }
 
+const char *ft_scheme(void)
+{
+	const char *s = getenv("FT_SCHEME");
+	return s && s[0] ? s : "tcp";
+}
+
 struct ferry_ctx *ft_ctx(const char *providers, ferry_event_fn ev, void *arg)
 {
 	struct ferry_config cfg;
 	struct ferry_ctx *ctx = NULL;
+	char prov[32];
 
+	if (!providers) { /* "ofi+shm" -> "ofi" */
+		snprintf(prov, sizeof(prov), "%.*s", (int)strcspn(ft_scheme(), "+"), ft_scheme());
+		providers = prov;
+	}
 	ferry_config_init(&cfg);
-	cfg.providers = providers ? providers : "tcp";
+	cfg.providers = providers;
 	cfg.event_fn = ev;
 	cfg.event_arg = arg;
 	FT_ASSERT_RC(ferry_ctx_create(&cfg, &ctx), 0);
