@@ -102,8 +102,14 @@ void ft_watchdog_env(unsigned dflt);
 int ft_finish(const char *name);
 
 /* The transport of the tests that are not about TCP itself (faults.process.*):
- * FT_SCHEME, "tcp" (default), "ofi+tcp" or "ofi+shm"; ft_peer inherits it. */
+ * FT_SCHEME, "tcp" (default), "verbs", "ofi+tcp" or "ofi+shm", on the host
+ * FERRY_TEST_HOST (default 127.0.0.1; for verbs the RDMA device's address, as in
+ * the conformance suite); ft_peer inherits both. */
 const char *ft_scheme(void);
+const char *ft_host(void);
+/* Exits 77 with "SKIP: <scheme>: <reason>" when ft_scheme()'s provider cannot run
+ * here (no RDMA device, say). */
+void ft_skip_unless_scheme_usable(void);
 
 /* A context from the environment plus these overrides; fails the test on error.
  * providers NULL: the provider of ft_scheme(). */
@@ -235,7 +241,7 @@ struct ft_reply {
 /* ------------------------------------------------------------------ server */
 
 struct ft_service_cfg {
-	const char *listen_uri; /* default <ft_scheme()>://127.0.0.1:0                     */
+	const char *listen_uri; /* default <ft_scheme()>://<ft_host()>:0                   */
 	uint64_t ro_len;        /* read-only pattern region (default 16 MiB)               */
 	uint64_t wr_max;        /* largest write region one INFO may ask (default 64 MiB)  */
 	unsigned ctrl_depth;    /* control receives kept posted per endpoint (default 4)   */

@@ -421,7 +421,7 @@ int ft_service_create(struct ferry_ctx *ctx, const struct ft_service_cfg *cfg,
 	if (cfg)
 		s->cfg = *cfg;
 	if (!s->cfg.listen_uri) {
-		snprintf(s->listen_uri, sizeof(s->listen_uri), "%s://127.0.0.1:0", ft_scheme());
+		snprintf(s->listen_uri, sizeof(s->listen_uri), "%s://%s:0", ft_scheme(), ft_host());
 		s->cfg.listen_uri = s->listen_uri;
 	}
 	if (!s->cfg.ro_len)

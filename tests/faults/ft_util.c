@@ -239,6 +239,31 @@ const char *ft_scheme(void)
 	return s && s[0] ? s : "tcp";
 }
 
+const char *ft_host(void)
+{
+	const char *h = getenv("FERRY_TEST_HOST");
+	return h && h[0] ? h : "127.0.0.1";
+}
+
+void ft_skip_unless_scheme_usable(void)
+{
+	struct ferry_provider_info info[8];
+	const char *scheme = ft_scheme();
+	size_t base = strcspn(scheme, "+");
+	int n = ferry_provider_list(info, 8);
+
+	for (int i = 0; i < n && i < 8; i++) {
+		if (strlen(info[i].name) != base || strncmp(info[i].name, scheme, base) != 0)
+			continue;
+		if (info[i].built && info[i].status == 0)
+			return;
+		printf("SKIP: %s: %s\n", scheme, info[i].detail[0] ? info[i].detail : "not built");
+		exit(77);
+	}
+	printf("SKIP: %s: no such provider\n", scheme);
+	exit(77);
+}
+
 struct ferry_ctx *ft_ctx(const char *providers, ferry_event_fn ev, void *arg)
 {
 	struct ferry_config cfg;
