@@ -16,12 +16,21 @@
  *
  * The library is never closed: libfabric's providers keep threads and state beyond
  * fi_close, and code that another context may still run cannot be unmapped.
+ *
+ * Loading it must not change the process's signal handling. Debian's libinfinipath
+ * installs its own handlers for SIGINT, SIGTERM, SIGSEGV, SIGBUS, SIGILL and SIGABRT
+ * in its constructor (a backtrace, then exit(1)): loaded at start-up, an application
+ * that set its handlers in main() overrode them; loaded here, inside the first
+ * context, it would replace the application's (a SIGTERM meant for an orderly
+ * shutdown then kills the process at once) and a sanitizer's. Every disposition
+ * that the load changed is put back.
  */
 #define _GNU_SOURCE
 #include "ofi.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +94,41 @@ static void lib_env_defaults(void)
 	setenv("FI_OFI_RXM_MSG_RX_SIZE", "1024", 0);
 }
 
+/* Signals whose dispositions we can read (glibc keeps a few for itself). */
+struct lib_sigs {
+	struct sigaction act[_NSIG];
+	bool known[_NSIG];
+};
+
+static void lib_sigs_save(struct lib_sigs *s)
+{
+	for (int sig = 1; sig < _NSIG; sig++)
+		s->known[sig] = sig != SIGKILL && sig != SIGSTOP &&
+				sigaction(sig, NULL, &s->act[sig]) == 0;
+}
+
+/* Puts back what changed since lib_sigs_save; writes the signals' numbers to why. */
+static void lib_sigs_restore(const struct lib_sigs *s, char *what, size_t len)
+{
+	size_t used = 0;
+
+	what[0] = '\0';
+	for (int sig = 1; sig < _NSIG; sig++) {
+		struct sigaction now;
+		if (!s->known[sig] || sigaction(sig, NULL, &now) != 0)
+			continue;
+		bool same = now.sa_flags == s->act[sig].sa_flags &&
+			    (now.sa_flags & SA_SIGINFO ?
+				     now.sa_sigaction == s->act[sig].sa_sigaction :
+				     now.sa_handler == s->act[sig].sa_handler);
+		if (same || sigaction(sig, &s->act[sig], NULL) != 0)
+			continue;
+		int n = snprintf(what + used, len - used, "%s%d", used ? " " : "", sig);
+		if (n > 0 && (size_t)n < len - used)
+			used += (size_t)n;
+	}
+}
+
 static void lib_load(void)
 {
 	static const struct {
@@ -102,7 +146,14 @@ static void lib_load(void)
 	struct ofi_lib lib;
 
 	lib_env_defaults();
+	static struct lib_sigs sigs; /* 8 KiB: not on the stack of an application thread */
+	char restored[128];
+	lib_sigs_save(&sigs);
 	void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	lib_sigs_restore(&sigs, restored, sizeof(restored));
+	if (restored[0])
+		FERRYI_INFO(NULL, "ofi: loading %s changed the handlers of signals %s; put back",
+			    name, restored);
 	if (!h) {
 		snprintf(lib_why, sizeof(lib_why), "dlopen: %s", dlerror());
 		lib_status = FERRY_ENODEV;

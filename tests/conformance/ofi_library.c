@@ -5,7 +5,9 @@
  *
  *   unused   FERRY_PROVIDERS=tcp: a context and a TCP message never map libfabric;
  *            ferry_provider_list(), which asks the ofi provider, then does
- *   used     default providers: the first context maps it, ofi+tcp is usable
+ *   used     default providers: the first context maps it, ofi+tcp is usable, and
+ *            the application's signal handlers are still its own afterwards
+ *            (Debian's libfabric loads a library that installs its own)
  *   missing  FERRY_OFI_LIBRARY names no file: contexts work without ofi, the
  *            provider list says why, ofi+tcp:// listen and connect fail with
  *            FERRY_EPROTONOSUPPORT, and a warning names the variable
@@ -15,6 +17,7 @@
 #define _GNU_SOURCE
 #include <ferry/ferry.h>
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,23 +114,44 @@ static void case_unused(void)
 	       "ferry_provider_list (ofi: %s)\n", oi.detail);
 }
 
+static void app_handler(int sig)
+{
+	(void)sig;
+}
+
 static void case_used(void)
 {
+	static const int sigs[] = { SIGINT, SIGTERM, SIGSEGV, SIGBUS, SIGILL, SIGABRT };
+	struct sigaction mine = { .sa_handler = app_handler }, now;
+	struct sigaction before[sizeof(sigs) / sizeof(sigs[0])];
 	struct ferry_ctx *ctx;
 	struct ferry_stats st;
 
 	if (libfabric_mapped())
 		FAIL("libfabric is mapped before any context: libferry links it");
+	/* SIGINT and SIGTERM handled by the application; the rest as they are (a
+	 * sanitizer's, or the default). */
+	sigaction(SIGINT, &mine, NULL);
+	sigaction(SIGTERM, &mine, NULL);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], NULL, &before[i]);
 	CHECK(ferry_ctx_create(NULL, &ctx));
 	if (!libfabric_mapped())
 		FAIL("a context with the ofi provider allowed did not open libfabric");
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		sigaction(sigs[i], NULL, &now);
+		if (now.sa_handler != before[i].sa_handler)
+			FAIL("opening libfabric replaced the handler of signal %d (%s)", sigs[i],
+			     strsignal(sigs[i]));
+	}
 	if (ferry_stats_get(ctx, "ofi", &st) < 0)
 		FAIL("the ofi provider is not open in a context with default providers");
 	ferry_ctx_destroy(ctx);
 	struct ferry_provider_info oi = ofi_info();
 	if (oi.status != 0 || !strstr(oi.detail, "ofi+tcp: ok"))
 		FAIL("ofi: status %d, \"%s\"", oi.status, oi.detail);
-	printf("libfabric opened by the first context; ofi: %s\n", oi.detail);
+	printf("libfabric opened by the first context, the signal handlers unchanged; "
+	       "ofi: %s\n", oi.detail);
 }
 
 /* Runs a context with a library that will not do; expect: what the reason names. */
