@@ -4,10 +4,9 @@
  * libferry does not link libfabric. A program that never opens the ofi provider (no
  * context, or FERRY_PROVIDERS without ofi) should not pay for it, and libfabric is
  * expensive to load: Debian's build pulls in libinfinipath (psm), whose constructor
- * sleeps about 0.2 s and installs a SIGSEGV handler that calls backtrace() and exit()
- * (docs/RELIABILITY.md). Opened here, it costs only the contexts that use it, libferry
- * loads on a machine without libfabric (the provider then reports why it is absent),
- * and FERRY_OFI_LIBRARY can pick another build of it.
+ * sleeps about 0.2 s (docs/RELIABILITY.md). Opened here, it costs only the contexts
+ * that use it, libferry loads on a machine without libfabric (the provider then
+ * reports why it is absent), and FERRY_OFI_LIBRARY can pick another build of it.
  *
  * The functions are looked up with dlvsym at the symbol versions that a link against
  * the headers we were compiled with binds to (CMake reads them from a probe:
@@ -107,7 +106,7 @@ static void lib_sigs_save(struct lib_sigs *s)
 				sigaction(sig, NULL, &s->act[sig]) == 0;
 }
 
-/* Puts back what changed since lib_sigs_save; writes the signals' numbers to why. */
+/* Puts back what changed since lib_sigs_save; lists the signals' numbers in what. */
 static void lib_sigs_restore(const struct lib_sigs *s, char *what, size_t len)
 {
 	size_t used = 0;
@@ -146,7 +145,7 @@ static void lib_load(void)
 	struct ofi_lib lib;
 
 	lib_env_defaults();
-	static struct lib_sigs sigs; /* 8 KiB: not on the stack of an application thread */
+	static struct lib_sigs sigs; /* ~10 KiB: not on an application thread's stack */
 	char restored[128];
 	lib_sigs_save(&sigs);
 	void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
@@ -162,8 +161,9 @@ static void lib_load(void)
 	for (size_t i = 0; i < FERRYI_ARRAY_LEN(syms); i++) {
 		void *fn = lib_sym(h, syms[i].name, syms[i].version);
 		if (!fn) {
-			snprintf(lib_why, sizeof(lib_why), "%s has no %s%s%s (built against libfabric %d.%d)",
-				 name, syms[i].name, syms[i].version[0] ? "@" : "", syms[i].version,
+			snprintf(lib_why, sizeof(lib_why),
+				 "%s has no %s%s%s (built against libfabric %d.%d)", name,
+				 syms[i].name, syms[i].version[0] ? "@" : "", syms[i].version,
 				 FI_MAJOR_VERSION, FI_MINOR_VERSION);
 			dlclose(h); /* nothing of it was used */
 			lib_status = FERRY_ENODEV;
