@@ -40,8 +40,8 @@
  * (ofi_lib.c says why). These five are all the functions libfabric exports that
  * ferry calls (everything else is an inline call through the fabric's ops tables);
  * their types are the headers' own, and the macros below send every call through the
- * table (build.symbols checks that libferry refers to no libfabric symbol). Valid once ofi_lib_open() has
- * succeeded, which every path into the provider checks first.
+ * table (build.symbols checks that libferry refers to no libfabric symbol). Valid once
+ * ofi_lib_open() has succeeded, which every path into the provider checks first.
  */
 struct ofi_lib {
 	__typeof__(&fi_getinfo) getinfo;
