@@ -930,8 +930,6 @@ int conf_teardown(void **state)
 
 /* ------------------------------------------------------------------ running */
 
-enum { CONF_OK, CONF_SKIP, CONF_BROKEN };
-
 /* RDMA providers pin what they register: the suite registers up to ~200 MiB at once
  * (the large test checks for its own 9 GiB). */
 #define CONF_MEMLOCK_MIN (1ull << 30)
@@ -957,87 +955,11 @@ uint64_t conf_memlock_limit(void)
 	return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
 }
 
-/* Can the provider run here? Fills reason when not. */
-static int conf_probe(char *reason, size_t len)
-{
-	struct ferry_provider_info info[16];
-	struct ferry_config cfg;
-	struct ferry_ctx *ctx = NULL;
-	struct ferry_listener *l = NULL;
-	int n, i, rc;
-
-	n = ferry_provider_list(info, 16);
-	if (n < 0) {
-		snprintf(reason, len, "ferry_provider_list: %s", conf_err(n));
-		return CONF_BROKEN;
-	}
-	for (i = 0; i < n && i < 16; i++)
-		if (info[i].name && strcmp(info[i].name, conf_prov_base) == 0)
-			break;
-	if (i == n || i == 16) {
-		snprintf(reason, len, "provider '%s' unknown to ferry_provider_list",
-			 conf_prov_base);
-		return CONF_SKIP;
-	}
-	if (!info[i].built) {
-		snprintf(reason, len, "not built into this library (%s)", info[i].detail);
-		return CONF_SKIP;
-	}
-	if (info[i].status != 0) {
-		snprintf(reason, len, "%s: %s", ferry_errname(info[i].status), info[i].detail);
-		return CONF_SKIP;
-	}
-	if (strncmp(conf_prov, "ofi+", 4) == 0) {
-		/* The ofi detail names each fabric it opens with every context, e.g.
-		 * "ofi+verbs: no (no RDMA device)": that is the reason, where listen
-		 * would only say EPROTONOSUPPORT. */
-		char want[48];
-		const char *d = info[i].detail, *hit;
-		snprintf(want, sizeof(want), "%s: no", conf_prov);
-		hit = strstr(d, want);
-		if (hit && (hit == d || hit[-1] == ' ')) {
-			hit += strlen(want);
-			snprintf(reason, len, "libfabric: not usable here%.*s",
-				 (int)strcspn(hit, ";"), hit);
-			return CONF_SKIP;
-		}
-	}
-	if (conf_prov_pins_memory() && conf_memlock_limit() < CONF_MEMLOCK_MIN) {
-		snprintf(reason, len, "RLIMIT_MEMLOCK is %llu KiB, the suite pins up to 1 GiB "
-			 "(ulimit -l unlimited)", (unsigned long long)conf_memlock_limit() >> 10);
-		return CONF_SKIP;
-	}
-	conf_config(&cfg);
-	rc = ferry_ctx_create(&cfg, &ctx);
-	if (rc == FERRY_ENODEV) {
-		snprintf(reason, len, "ferry_ctx_create: %s", conf_err(rc));
-		return CONF_SKIP;
-	}
-	if (rc != 0) {
-		snprintf(reason, len, "ferry_ctx_create: %s", conf_err(rc));
-		return CONF_BROKEN;
-	}
-	rc = ferry_listen(ctx, conf_listen_uri, NULL, &l);
-	ferry_listener_close(l);
-	ferry_ctx_destroy(ctx);
-	if (rc == FERRY_ENODEV || rc == FERRY_EPROTONOSUPPORT) {
-		snprintf(reason, len, "ferry_listen(%s): %s", conf_listen_uri, conf_err(rc));
-		return CONF_SKIP;
-	}
-	if (rc != 0) {
-		snprintf(reason, len, "ferry_listen(%s): %s", conf_listen_uri, conf_err(rc));
-		return CONF_BROKEN;
-	}
-	return CONF_OK;
-}
-
 int conf_run(const char *area, const struct CMUnitTest *tests, size_t n)
 {
-	const char *p = getenv("FERRY_TEST_PROVIDER");
-	const char *h = getenv("FERRY_TEST_HOST");
 	static char base[32];
-	char reason[600], name[128];
-	int st, rc;
+	char name[128];
+	int rc;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	/*
@@ -1047,32 +969,24 @@ int conf_run(const char *area, const struct CMUnitTest *tests, size_t n)
 	 */
 	ft_watchdog_env(0);
 	conf_area = area;
-	conf_prov = p && *p ? p : "tcp";
-	conf_host = h && *h ? h : "127.0.0.1";
+	conf_prov = ft_provider();
+	conf_host = ft_host();
 	snprintf(base, sizeof(base), "%.*s", (int)strcspn(conf_prov, "+"), conf_prov);
 	conf_prov_base = base;
-	if (strchr(conf_host, ':') && conf_host[0] != '[')
-		snprintf(conf_listen_uri, sizeof(conf_listen_uri), "%s://[%s]:0", conf_prov,
-			 conf_host);
-	else
-		snprintf(conf_listen_uri, sizeof(conf_listen_uri), "%s://%s:0", conf_prov,
-			 conf_host);
+	ft_listen_uri(conf_listen_uri, sizeof(conf_listen_uri));
 
-	st = conf_probe(reason, sizeof(reason));
-	if (st == CONF_SKIP && strcmp(conf_prov, "tcp") != 0) {
-		printf("SKIP: %s: %s\n", conf_prov, reason);
+	ft_require_provider(); /* SKIP (exit 77) or FAIL when it cannot run here */
+	if (conf_prov_pins_memory() && conf_memlock_limit() < CONF_MEMLOCK_MIN) {
+		printf("SKIP: %s: RLIMIT_MEMLOCK is %llu KiB, the suite pins up to 1 GiB "
+		       "(ulimit -l unlimited)\n", conf_prov,
+		       (unsigned long long)conf_memlock_limit() >> 10);
 		return CONF_SKIP_RC;
-	}
-	if (st != CONF_OK) {
-		/* TCP is always built and loopback always exists: never skip it. */
-		printf("FAIL: %s: provider unusable: %s\n", conf_prov, reason);
-		return 1;
 	}
 	/* FERRY_TEST_FILTER: run only the tests whose name matches (cmocka's '*' / '?'
 	 * pattern), to chase one failure without the rest of the area. */
-	p = getenv("FERRY_TEST_FILTER");
-	if (p && *p)
-		cmocka_set_test_filter(p);
+	const char *filter = getenv("FERRY_TEST_FILTER");
+	if (filter && *filter)
+		cmocka_set_test_filter(filter);
 	snprintf(name, sizeof(name), "conf.%s.%s", conf_prov, area);
 	rc = _cmocka_run_group_tests(name, tests, n, conf_group_setup, conf_group_teardown);
 	if (rc != 0)

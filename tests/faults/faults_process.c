@@ -21,8 +21,8 @@
  *                 drops it; after SIGCONT the client reconnects and traffic resumes.
  *
  * Probes run at FERRY_PROBE_INTERVAL_MS=200, FERRY_PROBE_MISSES=3 unless the
- * environment says otherwise (the peer inherits them, and FT_SCHEME: the transport,
- * tcp by default; CTest runs the kill cases over ofi+tcp too).
+ * environment says otherwise (the peer inherits them, and FERRY_TEST_PROVIDER: the
+ * transport, tcp by default; CTest runs the kill cases over verbs and ofi+tcp too).
  */
 #define _GNU_SOURCE
 #include "ft.h"
@@ -190,7 +190,7 @@ static void cli_fault_in_flight(struct cli *c, struct ft_sess *s, void (*fault)(
 	 * what it had received until the process's queue pairs are torn down, so an op
 	 * may still complete, with its bytes verified.
 	 */
-	bool rdma = strcmp(ft_scheme(), "verbs") == 0;
+	bool rdma = strcmp(ft_provider(), "verbs") == 0;
 	FT_EXPECT(c->nok == 0 || rdma, "%s: %u ops in flight did not fail", what, c->nok);
 	if (c->nok)
 		ft_note("%s: %u ops in flight completed with verified bytes (the peer's device "
@@ -415,7 +415,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	peer_bin = argv[2];
-	ft_skip_unless_scheme_usable();
+	ft_require_provider();
 	ft_watchdog(100);
 	setenv("FERRY_PROBE_INTERVAL_MS", "200", 0);
 	setenv("FERRY_PROBE_MISSES", "3", 0);

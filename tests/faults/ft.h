@@ -101,18 +101,22 @@ void ft_watchdog_env(unsigned dflt);
 /* Prints "PASS: name" or "FAIL: name (n failures)"; returns the exit code. */
 int ft_finish(const char *name);
 
-/* The transport of the tests that are not about TCP itself (faults.process.*):
- * FT_SCHEME, "tcp" (default), "verbs", "ofi+tcp" or "ofi+shm", on the host
- * FERRY_TEST_HOST (default 127.0.0.1; for verbs the RDMA device's address, as in
- * the conformance suite); ft_peer inherits both. */
-const char *ft_scheme(void);
+/* The provider under test, as the conformance suite names it: FERRY_TEST_PROVIDER,
+ * "tcp" (default), "verbs", "ofi+tcp", "ofi+shm", ..., on the host FERRY_TEST_HOST
+ * (default 127.0.0.1; for verbs the RDMA device's address). Used by the conformance
+ * harness and faults.process.*; ft_peer inherits both. */
+const char *ft_provider(void);
 const char *ft_host(void);
-/* Exits 77 with "SKIP: <scheme>: <reason>" when ft_scheme()'s provider cannot run
- * here (no RDMA device, say). */
-void ft_skip_unless_scheme_usable(void);
+/* "<provider>://<host>:0" (an IPv6 host in brackets). */
+void ft_listen_uri(char *buf, size_t len);
+/* Whether ft_provider() can run here: ferry_provider_list (for ofi+NAME, the fabric
+ * NAME itself), a context and a listener. Else exits: 77 with "SKIP: <provider>:
+ * <reason>" for a provider that is absent here, 1 ("FAIL") for tcp (always built, and
+ * loopback always exists) or an error that is not absence. */
+void ft_require_provider(void);
 
 /* A context from the environment plus these overrides; fails the test on error.
- * providers NULL: the provider of ft_scheme(). */
+ * providers NULL: the provider of ft_provider() ("ofi" for "ofi+tcp"). */
 struct ferry_ctx *ft_ctx(const char *providers, ferry_event_fn ev, void *arg);
 
 /* Leak gauges of a context: eps_open and mrs_registered back to 0, every op that
@@ -241,7 +245,7 @@ struct ft_reply {
 /* ------------------------------------------------------------------ server */
 
 struct ft_service_cfg {
-	const char *listen_uri; /* default <ft_scheme()>://<ft_host()>:0                   */
+	const char *listen_uri; /* default ft_listen_uri()                                 */
 	uint64_t ro_len;        /* read-only pattern region (default 16 MiB)               */
 	uint64_t wr_max;        /* largest write region one INFO may ask (default 64 MiB)  */
 	unsigned ctrl_depth;    /* control receives kept posted per endpoint (default 4)   */

@@ -67,7 +67,7 @@ static int peer_serve(int argc, char **argv)
 			return 2;
 		}
 	}
-	ctx = ft_ctx(NULL, NULL, NULL); /* FT_SCHEME's provider */
+	ctx = ft_ctx(NULL, NULL, NULL); /* FERRY_TEST_PROVIDER's */
 	rc = ft_service_create(ctx, &cfg, &svc);
 	if (rc < 0) {
 		fprintf(stderr, "ft_peer serve: cannot listen on %s: %s\n",
@@ -131,7 +131,7 @@ static int peer_client(int argc, char **argv)
 		fprintf(stderr, "ft_peer client: --connect URI required (1-256 sessions)\n");
 		return 2;
 	}
-	ctx = ft_ctx(NULL, NULL, NULL); /* FT_SCHEME's provider */
+	ctx = ft_ctx(NULL, NULL, NULL); /* FERRY_TEST_PROVIDER's */
 	ft_tab_init(&tab, ctx, NULL);
 	tab.counts = &counts;
 

@@ -48,7 +48,7 @@ struct sv_op {
 };
 
 struct ft_service {
-	char listen_uri[64]; /* cfg.listen_uri's default */
+	char listen_uri[300]; /* cfg.listen_uri's default */
 	struct ferry_ctx *ctx;
 	struct ferry_listener *l;
 	struct ft_service_cfg cfg;
@@ -421,7 +421,7 @@ int ft_service_create(struct ferry_ctx *ctx, const struct ft_service_cfg *cfg,
 	if (cfg)
 		s->cfg = *cfg;
 	if (!s->cfg.listen_uri) {
-		snprintf(s->listen_uri, sizeof(s->listen_uri), "%s://%s:0", ft_scheme(), ft_host());
+		ft_listen_uri(s->listen_uri, sizeof(s->listen_uri));
 		s->cfg.listen_uri = s->listen_uri;
 	}
 	if (!s->cfg.ro_len)

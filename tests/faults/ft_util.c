@@ -233,10 +233,10 @@ int ft_finish(const char *name)
 	return n == 0 ? 0 : 1;
 }
 
-const char *ft_scheme(void)
+const char *ft_provider(void)
 {
-	const char *s = getenv("FT_SCHEME");
-	return s && s[0] ? s : "tcp";
+	const char *p = getenv("FERRY_TEST_PROVIDER");
+	return p && p[0] ? p : "tcp";
 }
 
 const char *ft_host(void)
@@ -245,23 +245,97 @@ const char *ft_host(void)
 	return h && h[0] ? h : "127.0.0.1";
 }
 
-void ft_skip_unless_scheme_usable(void)
+void ft_listen_uri(char *buf, size_t len)
 {
-	struct ferry_provider_info info[8];
-	const char *scheme = ft_scheme();
-	size_t base = strcspn(scheme, "+");
-	int n = ferry_provider_list(info, 8);
+	const char *h = ft_host();
+	if (strchr(h, ':') && h[0] != '[')
+		snprintf(buf, len, "%s://[%s]:0", ft_provider(), h);
+	else
+		snprintf(buf, len, "%s://%s:0", ft_provider(), h);
+}
 
-	for (int i = 0; i < n && i < 8; i++) {
-		if (strlen(info[i].name) != base || strncmp(info[i].name, scheme, base) != 0)
-			continue;
-		if (info[i].built && info[i].status == 0)
-			return;
-		printf("SKIP: %s: %s\n", scheme, info[i].detail[0] ? info[i].detail : "not built");
+enum { FT_PROBE_OK, FT_PROBE_SKIP, FT_PROBE_BROKEN };
+
+/* Can the provider under test run here? Fills reason when not. */
+static int ft_probe(const char *prov, const char *base, char *reason, size_t len)
+{
+	struct ferry_provider_info info[16];
+	struct ferry_config cfg;
+	struct ferry_ctx *ctx = NULL;
+	struct ferry_listener *l = NULL;
+	char uri[300];
+	int n, i, rc;
+
+	n = ferry_provider_list(info, 16);
+	if (n < 0) {
+		snprintf(reason, len, "ferry_provider_list: %s", ft_err(n));
+		return FT_PROBE_BROKEN;
+	}
+	for (i = 0; i < n && i < 16; i++)
+		if (info[i].name && strcmp(info[i].name, base) == 0)
+			break;
+	if (i == n || i == 16) {
+		snprintf(reason, len, "provider '%s' unknown to ferry_provider_list", base);
+		return FT_PROBE_SKIP;
+	}
+	if (!info[i].built) {
+		snprintf(reason, len, "not built into this library (%s)", info[i].detail);
+		return FT_PROBE_SKIP;
+	}
+	if (info[i].status != 0) {
+		snprintf(reason, len, "%s: %s", ferry_errname(info[i].status), info[i].detail);
+		return FT_PROBE_SKIP;
+	}
+	if (strncmp(prov, "ofi+", 4) == 0) {
+		/* The ofi detail names each fabric it opens with every context, e.g.
+		 * "ofi+verbs: no (no RDMA device)": that is the reason, where listen
+		 * would only say EPROTONOSUPPORT. */
+		char want[48];
+		const char *d = info[i].detail, *hit;
+		snprintf(want, sizeof(want), "%s: no", prov);
+		hit = strstr(d, want);
+		if (hit && (hit == d || hit[-1] == ' ')) {
+			hit += strlen(want);
+			snprintf(reason, len, "libfabric: not usable here%.*s",
+				 (int)strcspn(hit, ";"), hit);
+			return FT_PROBE_SKIP;
+		}
+	}
+	ferry_config_init(&cfg);
+	cfg.providers = base;
+	rc = ferry_ctx_create(&cfg, &ctx);
+	if (rc != 0) {
+		snprintf(reason, len, "ferry_ctx_create: %s", ft_err(rc));
+		return rc == FERRY_ENODEV ? FT_PROBE_SKIP : FT_PROBE_BROKEN;
+	}
+	ft_listen_uri(uri, sizeof(uri));
+	rc = ferry_listen(ctx, uri, NULL, &l);
+	ferry_listener_close(l);
+	ferry_ctx_destroy(ctx);
+	if (rc != 0) {
+		snprintf(reason, len, "ferry_listen(%s): %s", uri, ft_err(rc));
+		return rc == FERRY_ENODEV || rc == FERRY_EPROTONOSUPPORT ? FT_PROBE_SKIP
+									 : FT_PROBE_BROKEN;
+	}
+	return FT_PROBE_OK;
+}
+
+void ft_require_provider(void)
+{
+	const char *prov = ft_provider();
+	char base[32], reason[600];
+
+	snprintf(base, sizeof(base), "%.*s", (int)strcspn(prov, "+"), prov);
+	int st = ft_probe(prov, base, reason, sizeof(reason));
+	if (st == FT_PROBE_OK)
+		return;
+	if (st == FT_PROBE_SKIP && strcmp(prov, "tcp") != 0) {
+		printf("SKIP: %s: %s\n", prov, reason);
 		exit(77);
 	}
-	printf("SKIP: %s: no such provider\n", scheme);
-	exit(77);
+	/* TCP is always built and loopback always exists: never skip it. */
+	printf("FAIL: %s: provider unusable: %s\n", prov, reason);
+	exit(1);
 }
 
 struct ferry_ctx *ft_ctx(const char *providers, ferry_event_fn ev, void *arg)
@@ -271,7 +345,8 @@ struct ferry_ctx *ft_ctx(const char *providers, ferry_event_fn ev, void *arg)
 	char prov[32];
 
 	if (!providers) { /* "ofi+shm" -> "ofi" */
-		snprintf(prov, sizeof(prov), "%.*s", (int)strcspn(ft_scheme(), "+"), ft_scheme());
+		snprintf(prov, sizeof(prov), "%.*s", (int)strcspn(ft_provider(), "+"),
+			 ft_provider());
 		providers = prov;
 	}
 	ferry_config_init(&cfg);
