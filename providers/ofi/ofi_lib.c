@@ -41,16 +41,16 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static int lib_status;
 static char lib_why[256];
 
-static const char *lib_name(void)
+/* FERRY_OFI_LIBRARY, or NULL when unset or empty. */
+static const char *lib_chosen(void)
 {
 	const char *env = getenv("FERRY_OFI_LIBRARY");
-	return env && env[0] ? env : OFI_LIB_SONAME;
+	return env && env[0] ? env : NULL;
 }
 
 bool ofi_lib_chosen(void)
 {
-	const char *env = getenv("FERRY_OFI_LIBRARY");
-	return env && env[0];
+	return lib_chosen() != NULL;
 }
 
 /* dlvsym when the build found a version for the symbol, dlsym when libfabric had none. */
@@ -141,7 +141,7 @@ static void lib_load(void)
 		{ "fi_fabric", OFI_SYMVER_FI_FABRIC, offsetof(struct ofi_lib, fabric) },
 		{ "fi_strerror", OFI_SYMVER_FI_STRERROR, offsetof(struct ofi_lib, strerror) },
 	};
-	const char *name = lib_name();
+	const char *name = lib_chosen() ? lib_chosen() : OFI_LIB_SONAME;
 	struct ofi_lib lib;
 
 	lib_env_defaults();
