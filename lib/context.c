@@ -590,11 +590,16 @@ void ferryi_defer_event(struct ferry_ctx *ctx, struct ferry_ep *ep, enum ferry_e
 
 /* ------------------------------------------------------------------ providers */
 
+static struct ferryi_prov_inst *ctx_open_deferred(struct ferry_ctx *ctx, int slot);
+
 struct ferryi_prov_inst *ferryi_ctx_inst_by_scheme(struct ferry_ctx *ctx, const char *scheme)
 {
 	for (int i = 0; i < ctx->nprovs; i++)
 		if (ctx->provs[i]->prov->scheme_match(scheme))
 			return ctx->provs[i];
+	for (int i = 0; i < ctx->nunopened; i++)
+		if (ctx->unopened[i]->prov->scheme_match(scheme))
+			return ctx_open_deferred(ctx, i);
 	return NULL;
 }
 
@@ -653,14 +658,80 @@ static void ctx_close_providers(struct ferry_ctx *ctx)
 		ctx->provs[i] = NULL;
 	}
 	ctx->nprovs = 0;
+	for (int i = 0; i < ctx->nunopened; i++) {
+		free(ctx->unopened[i]);
+		ctx->unopened[i] = NULL;
+	}
+	ctx->nunopened = 0;
 }
 
+/* Runs inst_init; on success pi joins ctx->provs. Returns 0 or the provider's error. */
+static int ctx_inst_open(struct ferry_ctx *ctx, struct ferryi_prov_inst *pi)
+{
+	pi->index = ctx->nprovs;
+	int rc = pi->prov->inst_init(pi);
+	if (rc < 0) {
+		FERRYI_INFO(ctx, "provider %s: not available: %s", pi->prov->name,
+			    ferry_strerror(rc));
+		return rc;
+	}
+	ctx->provs[ctx->nprovs++] = pi;
+	FERRYI_DBG(ctx, "provider %s: open", pi->prov->name);
+	return 0;
+}
+
+/*
+ * Opens a provider that waited for its first use (prov->open_on_use). The regions
+ * registered meanwhile are registered with it too, so every region is known to every
+ * open provider; if one cannot be, the provider stays closed. Once tried, a provider
+ * leaves ctx->unopened whatever the outcome: a failure is not retried.
+ */
+static struct ferryi_prov_inst *ctx_open_deferred(struct ferry_ctx *ctx, int slot)
+{
+	struct ferryi_prov_inst *pi = ctx->unopened[slot];
+	ctx->unopened[slot] = ctx->unopened[--ctx->nunopened];
+	ctx->unopened[ctx->nunopened] = NULL;
+	FERRYI_INFO(ctx, "provider %s: opening at first use", pi->prov->name);
+	if (ctx_inst_open(ctx, pi) < 0) {
+		free(pi);
+		return NULL;
+	}
+	int rc = ferryi_mrs_reg_opened(pi);
+	if (rc < 0) {
+		FERRYI_WARN(ctx, "provider %s: closed again: the regions registered before "
+				 "it opened cannot be registered with it: %s",
+			    pi->prov->name, ferry_strerror(rc));
+		ctx->provs[--ctx->nprovs] = NULL;
+		pi->prov->inst_fini(pi);
+		free(pi);
+		return NULL;
+	}
+	/* An application sleeping on the exported fd must hear this provider too. */
+	if (atomic_load(&ctx->fd_exported) && pi->prov->prepare_sleep)
+		(void)pi->prov->prepare_sleep(pi);
+	return pi;
+}
+
+void ferryi_ctx_open_deferred_all(struct ferry_ctx *ctx)
+{
+	while (ctx->nunopened > 0)
+		(void)ctx_open_deferred(ctx, ctx->nunopened - 1);
+}
+
+/*
+ * Opens every allowed provider, except that one with open_on_use waits for a URI
+ * that names it or an rkey packed for a user (lib/rkey.c): libfabric's loading alone
+ * costs a third of a second, which a context that never uses it should not pay.
+ * With nothing else open, those open at once: a context needs one provider.
+ * Every allowed provider gets its part of a region's allocation here, opened or not,
+ * so one opened later finds room in the regions registered before.
+ */
 static int ctx_open_providers(struct ferry_ctx *ctx)
 {
 	int count;
 	const struct ferryi_provider *const *all = ferryi_providers(&count);
 
-	for (int i = 0; i < count && ctx->nprovs < FERRYI_MAX_PROVS; i++) {
+	for (int i = 0; i < count && ctx->nprovs + ctx->nunopened < FERRYI_MAX_PROVS; i++) {
 		const struct ferryi_provider *p = all[i];
 		if (!ctx_provider_allowed(ctx, p->name)) {
 			FERRYI_INFO(ctx, "provider %s: skipped by FERRY_PROVIDERS=%s", p->name,
@@ -668,21 +739,22 @@ static int ctx_open_providers(struct ferry_ctx *ctx)
 			continue;
 		}
 		struct ferryi_prov_inst *pi = calloc(1, sizeof(*pi) + p->inst_size);
-		if (!pi)
+		if (!pi) {
+			ctx_close_providers(ctx);
 			return FERRY_ENOMEM;
+		}
 		pi->prov = p;
 		pi->ctx = ctx;
-		pi->index = ctx->nprovs;
-		int rc = p->inst_init(pi);
-		if (rc < 0) {
-			FERRYI_INFO(ctx, "provider %s: not available: %s", p->name,
-				    ferry_strerror(rc));
+		ferryi_mr_layout_add(pi);
+		if (p->open_on_use) {
+			ctx->unopened[ctx->nunopened++] = pi;
+			FERRYI_DBG(ctx, "provider %s: opens at first use", p->name);
+		} else if (ctx_inst_open(ctx, pi) < 0) {
 			free(pi);
-			continue;
 		}
-		ctx->provs[ctx->nprovs++] = pi;
-		FERRYI_DBG(ctx, "provider %s: open", p->name);
 	}
+	if (ctx->nprovs == 0)
+		ferryi_ctx_open_deferred_all(ctx);
 	return ctx->nprovs > 0 ? 0 : FERRY_ENODEV;
 }
 

@@ -161,6 +161,7 @@ struct ferryi_prov_inst {
 	const struct ferryi_provider *prov;
 	struct ferry_ctx *ctx;
 	int index;                   /* position in ctx->provs                      */
+	size_t mr_priv_off;          /* its part of each region's allocation        */
 	struct ferry_stats stats;    /* updated under ctx lock                      */
 	max_align_t priv[];          /* prov->inst_size bytes                       */
 };

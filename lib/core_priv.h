@@ -61,8 +61,12 @@ struct ferry_ctx {
 					      or pass; 0 until read                 */
 	struct ferry_config cfg;
 	char providers_filter[256];
-	struct ferryi_prov_inst *provs[FERRYI_MAX_PROVS];
+	struct ferryi_prov_inst *provs[FERRYI_MAX_PROVS]; /* open, in opening order   */
 	int nprovs;
+	struct ferryi_prov_inst *unopened[FERRYI_MAX_PROVS]; /* allowed, waiting for their
+								first use */
+	int nunopened;
+	size_t mr_alloc_size;              /* a region with every allowed provider's part */
 
 	int epfd;                          /* every provider fd + wake_fd       */
 	struct ferryi_poll_handle wake;    /* eventfd                           */
@@ -160,7 +164,11 @@ int ferryi_progress_hooks_locked(struct ferry_ctx *ctx, uint64_t now);
 /* Sleeps in epoll until an fd is ready, a wake-up or timeout; lock held on entry and exit. */
 void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq);
 int ferryi_ms_until(struct ferry_ctx *ctx, uint64_t deadline_ns);
+/* The open instance serving a URI scheme (opened now if it waited for its first use), or
+ * NULL. */
 struct ferryi_prov_inst *ferryi_ctx_inst_by_scheme(struct ferry_ctx *ctx, const char *scheme);
+/* Opens every provider still waiting for its first use (prov->open_on_use). */
+void ferryi_ctx_open_deferred_all(struct ferry_ctx *ctx);
 void ferryi_defer_event(struct ferry_ctx *ctx, struct ferry_ep *ep, enum ferry_event_type type,
 			int status, const char *detail);
 uint64_t ferryi_ctx_random(struct ferry_ctx *ctx);
@@ -209,6 +217,11 @@ void ferryi_mr_dereg_locked(struct ferry_mr *mr);
 void ferryi_mr_ref(struct ferry_mr *mr);
 void ferryi_mr_unref(struct ferry_mr *mr);
 void ferryi_mrs_fini(struct ferry_ctx *ctx);
+/* Gives an allowed provider instance its part of every region's allocation (creation). */
+void ferryi_mr_layout_add(struct ferryi_prov_inst *pi);
+/* Registers the live regions with a provider opened after them; 0 or the first error
+ * (then none of them is registered with it). */
+int ferryi_mrs_reg_opened(struct ferryi_prov_inst *pi);
 /*
  * A region for one internal use (rendezvous, a local buffer of a one-sided op): from
  * the registration cache when cacheable, else registered for this use only. *out is
@@ -221,7 +234,9 @@ int ferryi_mr_internal_get(struct ferry_ctx *ctx, void *addr, size_t len, unsign
 void ferryi_mr_internal_put(struct ferry_mr *mr);
 
 /* rkey.c */
-int ferryi_mr_pack_locked(const struct ferry_mr *mr, void *buf, size_t *len);
+/* An rkey blob for mr with every open provider's key, or only only's (non-NULL). */
+int ferryi_mr_pack_locked(const struct ferry_mr *mr, const struct ferryi_prov_inst *only,
+			  void *buf, size_t *len);
 int ferryi_rkey_unpack_locked(struct ferry_ctx *ctx, const void *blob, size_t len,
 			      struct ferry_rkey **out);
 void ferryi_rkey_ref(struct ferry_rkey *rk);

@@ -543,7 +543,9 @@ int ferry_connect(struct ferry_ctx *ctx, const char *uri, const struct ferry_con
 				    a->uri);
 			continue;
 		}
+		uint64_t t_open = ferryi_now_ns(ctx);
 		struct ferryi_prov_inst *pi = ferryi_ctx_inst_by_scheme(ctx, a->scheme);
+		deadline += ferryi_now_ns(ctx) - t_open; /* opening a provider is not connecting */
 		if (!pi) {
 			FERRYI_LOG(ctx, n > 1 ? FERRY_LOG_WARN : FERRY_LOG_INFO,
 				   "connect: provider for %s is not available here", a->uri);

@@ -19,18 +19,24 @@ static size_t mr_priv_offset(size_t base)
 	return (base + 15) & ~(size_t)15;
 }
 
+void ferryi_mr_layout_add(struct ferryi_prov_inst *pi)
+{
+	struct ferry_ctx *ctx = pi->ctx;
+	if (!ctx->mr_alloc_size)
+		ctx->mr_alloc_size = mr_priv_offset(sizeof(struct ferry_mr));
+	pi->mr_priv_off = ctx->mr_alloc_size;
+	ctx->mr_alloc_size += mr_priv_offset(pi->prov->mr_size);
+}
+
 int ferryi_mr_reg_locked(struct ferry_ctx *ctx, void *addr, size_t len, unsigned access,
 			 bool internal, struct ferry_mr **out)
 {
-	size_t size = mr_priv_offset(sizeof(struct ferry_mr));
 	struct ferry_mr *mr;
 	int i, rc;
 
 	if (!addr || !len || (access & ~(unsigned)(FERRY_ACCESS_REMOTE_READ | FERRY_ACCESS_REMOTE_WRITE)))
 		return FERRY_EINVAL;
-	for (i = 0; i < ctx->nprovs; i++)
-		size += mr_priv_offset(ctx->provs[i]->prov->mr_size);
-	mr = calloc(1, size);
+	mr = calloc(1, ctx->mr_alloc_size);
 	if (!mr)
 		return FERRY_ENOMEM;
 	mr->ctx = ctx;
@@ -45,11 +51,8 @@ int ferryi_mr_reg_locked(struct ferry_ctx *ctx, void *addr, size_t len, unsigned
 	while (mr->key == 0 || ferryi_hmap_find(&ctx->mr_by_key, mr->key));
 	mr->hnode.key = mr->key;
 	mr->generation = ++ctx->mr_generation;
-	char *p = (char *)mr + mr_priv_offset(sizeof(*mr));
-	for (i = 0; i < ctx->nprovs; i++) {
-		mr->prov_priv[i] = p;
-		p += mr_priv_offset(ctx->provs[i]->prov->mr_size);
-	}
+	for (i = 0; i < ctx->nprovs; i++)
+		mr->prov_priv[i] = (char *)mr + ctx->provs[i]->mr_priv_off;
 	for (i = 0; i < ctx->nprovs; i++) {
 		rc = ctx->provs[i]->prov->mr_reg(ctx->provs[i], mr);
 		if (rc < 0) {
@@ -72,6 +75,40 @@ err:
 	while (--i >= 0)
 		ctx->provs[i]->prov->mr_dereg(ctx->provs[i], mr);
 	free(mr);
+	return rc;
+}
+
+int ferryi_mrs_reg_opened(struct ferryi_prov_inst *pi)
+{
+	struct ferry_ctx *ctx = pi->ctx;
+	struct ferryi_list_node *n, *t;
+	struct ferry_mr *failed = NULL;
+	int rc = 0;
+
+	ferryi_list_foreach_safe(&ctx->mrs, n, t) {
+		struct ferry_mr *mr = ferryi_container_of(n, struct ferry_mr, ctx_link);
+		if (mr->dead)
+			continue;
+		mr->prov_priv[pi->index] = (char *)mr + pi->mr_priv_off;
+		rc = pi->prov->mr_reg(pi, mr);
+		if (rc < 0) {
+			FERRYI_WARN(ctx, "registering %zu bytes at %p with %s failed: %s", mr->len,
+				    mr->addr, pi->prov->name, ferry_strerror(rc));
+			failed = mr;
+			break;
+		}
+		if (!mr->internal)
+			pi->stats.mrs_registered++;
+	}
+	if (!failed)
+		return 0;
+	ferryi_list_foreach_safe(&ctx->mrs, n, t) {
+		struct ferry_mr *mr = ferryi_container_of(n, struct ferry_mr, ctx_link);
+		if (mr == failed)
+			break;
+		if (!mr->dead)
+			pi->prov->mr_dereg(pi, mr);
+	}
 	return rc;
 }
 

@@ -440,7 +440,8 @@ int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint64_t tag, v
 		uint64_t off = (uint64_t)((const char *)buf - (const char *)op->rndv_mr->addr);
 		size_t hdr = off ? 16 : 8;
 		size_t pack_len = sizeof(op->rndv_pack) - hdr;
-		rc = ferryi_mr_pack_locked(op->rndv_mr, op->rndv_pack + hdr, &pack_len);
+		/* Only this endpoint's provider will read it. */
+		rc = ferryi_mr_pack_locked(op->rndv_mr, ep->pi, op->rndv_pack + hdr, &pack_len);
 		if (rc < 0) {
 			op_discard(op);
 			goto out;

@@ -75,15 +75,18 @@ int ferryi_provider_check(const struct ferryi_provider *p)
 	return 0;
 }
 
-static const struct ferryi_provider *checked[FERRYI_ARRAY_LEN(registry) + 1];
+#define TEST_PROVIDERS_MAX 2
+static const struct ferryi_provider *checked[FERRYI_ARRAY_LEN(registry) + TEST_PROVIDERS_MAX];
 static int nchecked;
 static pthread_once_t checked_once = PTHREAD_ONCE_INIT;
-static const struct ferryi_provider *test_provider;
+static const struct ferryi_provider *test_providers[TEST_PROVIDERS_MAX];
+static int ntest_providers;
 
 static void registry_check(void)
 {
-	if (test_provider && ferryi_provider_check(test_provider) == 0)
-		checked[nchecked++] = test_provider;
+	for (int i = 0; i < ntest_providers; i++)
+		if (ferryi_provider_check(test_providers[i]) == 0)
+			checked[nchecked++] = test_providers[i];
 	for (size_t i = 0; i < FERRYI_ARRAY_LEN(registry); i++)
 		if (ferryi_provider_check(registry[i]) == 0)
 			checked[nchecked++] = registry[i];
@@ -99,9 +102,9 @@ const struct ferryi_provider *const *ferryi_providers(int *count)
 int ferryi_provider_register_test(const struct ferryi_provider *p)
 {
 	/* Only before the registry is first used: it is immutable afterwards. */
-	if (nchecked || ferryi_provider_check(p) < 0)
+	if (nchecked || ntest_providers == TEST_PROVIDERS_MAX || ferryi_provider_check(p) < 0)
 		return FERRY_EINVAL;
-	test_provider = p;
+	test_providers[ntest_providers++] = p;
 	return 0;
 }
 

@@ -33,6 +33,7 @@
 #ifndef FERRY_LIB_PROVIDER_H
 #define FERRY_LIB_PROVIDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,6 +70,14 @@ struct ferryi_provider {
 	size_t ep_size;             /* private state per endpoint (ferryi_ep_priv)     */
 	size_t listener_size;       /* private state per listener part                */
 	size_t mr_size;             /* private state per region (ferryi_mr_priv)       */
+	/*
+	 * Open the instance at its first use rather than with the context: a URI naming
+	 * it (listen, connect) or a user's rkey (ferry_mr_pack, whose blob must work over
+	 * every provider). For providers whose opening is slow (libfabric's loading); a
+	 * context with no other provider opens it at once. The regions registered before
+	 * are registered with it when it opens (mr_reg), in any state they are in.
+	 */
+	bool open_on_use;
 
 	/*
 	 * Whether a URI scheme belongs to this provider ("tcp", "verbs", "ofi+shm", ...).
@@ -191,8 +200,9 @@ int ferryi_provider_check(const struct ferryi_provider *p);
 const struct ferryi_provider *const *ferryi_providers(int *count);
 const struct ferryi_provider *ferryi_provider_by_scheme(const char *scheme);
 /*
- * Unit tests only (linked through ferry_internal): adds an in-process provider, listed
- * first, before any context is created. Returns 0 or FERRY_EINVAL.
+ * Unit tests only (linked through ferry_internal): adds an in-process provider (at
+ * most two, listed first, in the order added), before any context is created.
+ * Returns 0 or FERRY_EINVAL.
  */
 int ferryi_provider_register_test(const struct ferryi_provider *p);
 

@@ -18,7 +18,8 @@
 #define RKEY_HDR 24
 #define RKEY_ENT_HDR 4
 
-int ferryi_mr_pack_locked(const struct ferry_mr *mr, void *buf, size_t *len)
+int ferryi_mr_pack_locked(const struct ferry_mr *mr, const struct ferryi_prov_inst *only,
+			  void *buf, size_t *len)
 {
 	struct ferry_ctx *ctx = mr->ctx;
 	uint8_t tmp[FERRY_RKEY_MAX];
@@ -27,6 +28,8 @@ int ferryi_mr_pack_locked(const struct ferry_mr *mr, void *buf, size_t *len)
 
 	for (int i = 0; i < ctx->nprovs; i++) {
 		struct ferryi_prov_inst *pi = ctx->provs[i];
+		if (only && pi != only)
+			continue;
 		if (off + RKEY_ENT_HDR >= sizeof(tmp))
 			return FERRY_ENOBUFS;
 		int n = pi->prov->mr_pack(pi, mr, tmp + off + RKEY_ENT_HDR,
@@ -65,7 +68,9 @@ int ferry_mr_pack(const struct ferry_mr *mr, void *buf, size_t *len)
 		return FERRY_EINVAL;
 	struct ferry_ctx *ctx = mr->ctx;
 	ferryi_ctx_lock(ctx);
-	int rc = ferryi_mr_pack_locked(mr, buf, len);
+	/* The blob may travel anywhere and be used over any provider: all must be open. */
+	ferryi_ctx_open_deferred_all(ctx);
+	int rc = ferryi_mr_pack_locked(mr, NULL, buf, len);
 	ferryi_ctx_unlock(ctx);
 	return rc;
 }
@@ -118,9 +123,11 @@ int ferryi_rkey_unpack_locked(struct ferry_ctx *ctx, const void *blob, size_t le
 		FERRYI_DBG(ctx, "rkey blob of %zu bytes rejected: malformed", len);
 		return rc;
 	}
+	/* Providers not open yet may open and use the key later: they check it too. */
 	for (int i = 0; i < hdr.nent; i++) {
-		for (int j = 0; j < ctx->nprovs; j++) {
-			const struct ferryi_provider *p = ctx->provs[j]->prov;
+		for (int j = 0; j < ctx->nprovs + ctx->nunopened; j++) {
+			const struct ferryi_provider *p = j < ctx->nprovs ?
+				ctx->provs[j]->prov : ctx->unopened[j - ctx->nprovs]->prov;
 			if ((uint8_t)p->id == hdr.ent[i].prov_id && p->rkey_check &&
 			    p->rkey_check(hdr.ent[i].key, hdr.ent[i].len) < 0) {
 				FERRYI_DBG(ctx, "rkey blob rejected: bad %s key", p->name);

@@ -53,12 +53,20 @@ int ferry_stats_json(struct ferry_ctx *ctx, char *buf, size_t *len)
 	char tmp[8192];
 	size_t off = 0;
 	struct ferry_stats s;
+	const char *names[FERRYI_MAX_PROVS];
+	int nprovs;
 
 	if (!ctx || !len || (!buf && *len))
 		return FERRY_EINVAL;
+	/* Providers may open meanwhile (open_on_use): the list as it is now. */
+	ferryi_ctx_lock(ctx);
+	nprovs = ctx->nprovs;
+	for (int i = 0; i < nprovs; i++)
+		names[i] = ctx->provs[i]->prov->name;
+	ferryi_ctx_unlock(ctx);
 	off += (size_t)snprintf(tmp + off, sizeof(tmp) - off, "{");
-	for (int i = -1; i < ctx->nprovs; i++) {
-		const char *name = i < 0 ? NULL : ctx->provs[i]->prov->name;
+	for (int i = -1; i < nprovs; i++) {
+		const char *name = i < 0 ? NULL : names[i];
 		ferry_stats_get(ctx, name, &s);
 		off += (size_t)snprintf(tmp + off, sizeof(tmp) - off, "%s\"%s\":{", i < 0 ? "" : ",",
 					name ? name : "total");

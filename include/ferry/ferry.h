@@ -247,7 +247,12 @@ FERRY_API int ferry_config_print(const struct ferry_config *cfg, FILE *out);
 /**
  * Creates a context: applies cfg (NULL = defaults) and the environment, opens every
  * provider that is built in, allowed and has a device. A provider that cannot open is
- * logged at info level and skipped; creation fails only if none opens.
+ * logged at info level and skipped; creation fails only if none opens. The ofi
+ * provider is the exception: loading libfabric is slow (0.35 s here), so it opens at
+ * its first use, a URI that names it (ferry_listen(), ferry_connect()) or the first
+ * ferry_mr_pack(), and with the context only when no other provider is allowed. If it
+ * cannot open then, that call sees FERRY_EPROTONOSUPPORT (URIs) or an rkey without
+ * its key, as if it had not been allowed.
  *
  * @param cfg   configuration, copied; NULL for defaults
  * @param out   receives the context; the caller owns it and must destroy it
@@ -369,9 +374,10 @@ enum ferry_access {
 #define FERRY_RKEY_MAX 512
 
 /**
- * Registers [addr, addr+len) with every open provider. The memory stays the caller's;
- * it must stay valid until ferry_mr_dereg(). len may exceed a device's maximum
- * registration size: the region is split transparently.
+ * Registers [addr, addr+len) with every open provider (one that opens later, see
+ * ferry_ctx_create(), registers every live region when it opens). The memory stays
+ * the caller's; it must stay valid until ferry_mr_dereg(). len may exceed a device's
+ * maximum registration size: the region is split transparently.
  * @param access  FERRY_ACCESS_* flags that peers holding the rkey get
  * @return 0, FERRY_EINVAL (len 0, NULL addr), FERRY_ENOMEM, FERRY_EPERM (pinning
  *         refused, e.g. RLIMIT_MEMLOCK: the log names it)
@@ -397,7 +403,9 @@ FERRY_API size_t ferry_mr_len(const struct ferry_mr *mr);
 
 /**
  * Packs a portable remote key ("rkey" blob) for the region: the region's length,
- * access flags and a generation, plus each provider's key. Send the blob to a peer by
+ * access flags and a generation, plus each open provider's key; a provider still
+ * waiting for its first use (ofi, see ferry_ctx_create()) is opened first, so the blob
+ * works over every provider the context allows. Send the blob to a peer by
  * any means (for example a ferry_send()); the peer unpacks it with ferry_rkey_unpack().
  * Keys are unguessable; they never contain a usable pointer for TCP.
  * @param buf   receives the blob; FERRY_RKEY_MAX bytes always suffice
@@ -654,7 +662,8 @@ struct ferry_stats {
 
 /**
  * Fills out with counters for the whole context (provider NULL) or one provider
- * ("tcp", "verbs", "ofi"). @return 0 or FERRY_ENOENT (provider not open). Any thread.
+ * ("tcp", "verbs", "ofi"). @return 0 or FERRY_ENOENT (provider not open, or not yet:
+ * ofi opens at its first use). Any thread.
  */
 FERRY_API int ferry_stats_get(struct ferry_ctx *ctx, const char *provider,
 			      struct ferry_stats *out);

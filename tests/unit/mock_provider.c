@@ -358,7 +358,8 @@ static void mock_accept(struct mock_pipe *p, struct ferry_ctx *t)
 	pthread_mutex_lock(&g.lock);
 	e = p->target;
 	detached = p->detached[0];
-	snprintf(uri, sizeof(uri), "mock://conn%u:%u", p->id, e ? e->port : 0u);
+	snprintf(uri, sizeof(uri), "%s://conn%u:%u", e ? e->lp->pi->prov->name : "mock", p->id,
+		 e ? e->port : 0u);
 	pthread_mutex_unlock(&g.lock);
 
 	if (!e)
@@ -664,7 +665,8 @@ static int mock_listen(struct ferryi_listener_part *lp, const struct ferryi_addr
 	ferryi_list_push_back(&g.entries, &e->link);
 	ml->entry = e;
 	pthread_mutex_unlock(&g.lock);
-	snprintf(uri, uri_len, "mock://%s:%u", e->host, e->port);
+	/* The name of the provider listening: another test provider may reuse these ops. */
+	snprintf(uri, uri_len, "%s://%s:%u", lp->pi->prov->name, e->host, e->port);
 	return 0;
 }
 
