@@ -625,7 +625,7 @@ void ferryi_local_info(const struct ferry_ctx *ctx, struct ferryi_peer_info *out
 	memset(out, 0, sizeof(*out));
 	out->version = FERRYI_PROTO_VERSION;
 	out->features = ctx->cfg.probe_interval_ms ? FERRYI_FEAT_PROBES : 0;
-	out->features |= FERRYI_FEAT_RNDV_OFFSET;
+	out->features |= FERRYI_FEAT_RNDV_OFFSET | FERRYI_FEAT_RNDV_ACK;
 #ifdef FERRY_HAVE_ZSTD
 	/* The ability to decode, whatever our own policy: a peer may compress toward us. */
 	out->features |= FERRYI_FEAT_ZSTD;

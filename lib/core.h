@@ -178,6 +178,10 @@ enum ferryi_msg_type {
 	FERRYI_MSG_PROBE_ACK,   /* answer; aux = probe sequence                          */
 	FERRYI_MSG_GOODBYE,     /* the peer closes or reaps; tag = reason (status)       */
 	FERRYI_MSG_CREDIT,      /* the receiver consumed eager bytes; aux = byte count   */
+	FERRYI_MSG_FIN_ACK,     /* the sender's answer to a finish with status 0 (only to
+				   peers with FERRYI_FEAT_RNDV_ACK): aux = sender op id,
+				   tag = 0 if the send was still pending (its buffer
+				   unchanged while read), else why not               */
 	FERRYI_MSG_MAX_,
 };
 
@@ -219,6 +223,7 @@ enum ferryi_features {
 	FERRYI_FEAT_ZSTD = 1u << 0,
 	FERRYI_FEAT_PROBES = 1u << 1,
 	FERRYI_FEAT_RNDV_OFFSET = 1u << 2, /* accepts FERRYI_MSGF_RNDV_OFFSET announces */
+	FERRYI_FEAT_RNDV_ACK = 1u << 3,    /* answers finishes with FERRYI_MSG_FIN_ACK   */
 };
 
 #define FERRYI_PROTO_VERSION 1
@@ -266,6 +271,7 @@ struct ferryi_op {
 	struct ferry_mr *rndv_mr;          /* sender: its buffer, readable by the peer */
 	bool rndv_rts_done;                /* sender: the announce went out            */
 	bool rndv_fin;                     /* sender: the peer's finish arrived        */
+	bool rndv_acking;                  /* receiver: read, waiting for FIN_ACK      */
 	int rndv_status;                   /* sender: status the finish carried        */
 	/* provider scratch: whatever the owning provider needs per op */
 	uint64_t prov[12];

@@ -493,7 +493,17 @@ static void ux_free(struct ferry_ep *ep, struct ferryi_uxmsg *ux)
 	free(ux);
 }
 
-/* Starts the one-sided part of a rendezvous for a matched receive. */
+/*
+ * The read of a rendezvous is over. The sender's buffer was the user's to change
+ * again as soon as the send completed, by a deadline or a close, and a fabric may
+ * serve our read of it after that (verbs and libfabric read without the sender's
+ * library; a cached registration outlives the send): what we read is the message only
+ * if the send was still pending when our finish reached the sender. So with a peer
+ * that answers (FERRYI_FEAT_RNDV_ACK) the receive completes at its FIN_ACK, with the
+ * status the sender gives, and a close before it fails the receive (as does a read
+ * that ends after the close, with any peer): the send and the receive then agree on
+ * whether the message arrived.
+ */
 static void rndv_read_done(struct ferryi_op *rop, int status)
 {
 	struct ferryi_op *recv = rop->rndv_peer;
@@ -501,8 +511,17 @@ static void rndv_read_done(struct ferryi_op *rop, int status)
 	(void)ferryi_send_ctrl(ep, FERRYI_MSG_FIN, (uint64_t)(int64_t)status, recv->rndv_remote_id);
 	recv->rndv_peer = NULL;
 	recv->receiving = false;
-	if (!recv->completed)
-		ferryi_op_complete(recv, status);
+	if (recv->completed)
+		return;
+	if (status == 0 && ep->state != FERRYI_EP_CONNECTED) {
+		/* Closed while the fabric finished the read: the sender may have had its
+		 * buffer back already, and no answer can come. */
+		status = ep->status < 0 ? ep->status : FERRY_ECONNRESET;
+	} else if (status == 0 && (ep->peer_info.features & FERRYI_FEAT_RNDV_ACK)) {
+		recv->rndv_acking = true;
+		return;
+	}
+	ferryi_op_complete(recv, status);
 }
 
 static void rndv_start(struct ferryi_op *recv, uint64_t size, uint64_t offset,
@@ -754,6 +773,7 @@ int ferryi_rx_begin(struct ferry_ep *ep, const struct ferryi_msg *msg, uint64_t 
 		return 0;
 	}
 	case FERRYI_MSG_FIN:
+	case FERRYI_MSG_FIN_ACK:
 	case FERRYI_MSG_PROBE:
 	case FERRYI_MSG_PROBE_ACK:
 	case FERRYI_MSG_GOODBYE:
@@ -840,7 +860,14 @@ static void rx_fin(struct ferry_ep *ep, struct ferryi_rx *rx)
 		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous finish with an unknown status");
 		return;
 	}
-	if (!op || op->internal || op->type != FERRY_OP_SEND || !op->rndv_mr || op->rndv_fin) {
+	bool pending = op && !op->internal && op->type == FERRY_OP_SEND && op->rndv_mr &&
+		       !op->rndv_fin;
+	/* A successful read is answered: was the buffer still the message's? */
+	if (st == 0 && (ep->peer_info.features & FERRYI_FEAT_RNDV_ACK))
+		(void)ferryi_send_ctrl(ep, FERRYI_MSG_FIN_ACK,
+				       (uint64_t)(int64_t)(pending ? 0 : FERRY_ECANCELED),
+				       rx->msg.aux);
+	if (!pending) {
 		/* A send that timed out or was canceled already: nothing to do. */
 		FERRYI_DBG(ep->ctx, "endpoint %s: finish for unknown or finished op %llx", ep->peer,
 			   (unsigned long long)rx->msg.aux);
@@ -849,6 +876,31 @@ static void rx_fin(struct ferry_ep *ep, struct ferryi_rx *rx)
 	op->rndv_fin = true;
 	op->rndv_status = (int)st;
 	rndv_send_maybe_done(op);
+}
+
+static void rx_fin_ack(struct ferry_ep *ep, struct ferryi_rx *rx)
+{
+	int64_t st = (int64_t)rx->msg.tag;
+	struct ferryi_list_node *n, *t;
+	if (!status_known(st)) {
+		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous finish answer with an unknown status");
+		return;
+	}
+	ferryi_list_foreach_safe(&ep->ops, n, t) {
+		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, link);
+		if (op->rndv_acking && op->rndv_remote_id == rx->msg.aux && !op->completed) {
+			op->rndv_acking = false;
+			if (st < 0)
+				FERRYI_INFO(ep->ctx, "endpoint %s: a received rendezvous message "
+						     "fails: its sender gave it up first (%s)",
+					    ep->peer, ferry_strerror((int)st));
+			ferryi_op_complete(op, (int)st);
+			return;
+		}
+	}
+	/* The receive timed out or was canceled meanwhile. */
+	FERRYI_DBG(ep->ctx, "endpoint %s: finish answer for op %llx: no receive waits", ep->peer,
+		   (unsigned long long)rx->msg.aux);
 }
 
 void ferryi_rx_end(struct ferry_ep *ep, struct ferryi_rx *rx, int status)
@@ -880,6 +932,9 @@ void ferryi_rx_end(struct ferry_ep *ep, struct ferryi_rx *rx, int status)
 	case FERRYI_MSG_FIN:
 		ferryi_ep_touch_use(ep);
 		rx_fin(ep, rx);
+		break;
+	case FERRYI_MSG_FIN_ACK:
+		rx_fin_ack(ep, rx);
 		break;
 	case FERRYI_MSG_PROBE:
 	case FERRYI_MSG_PROBE_ACK:

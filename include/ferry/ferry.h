@@ -569,7 +569,9 @@ struct ferry_op_attr {
 /**
  * Sends len bytes from buf with a tag. The buffer needs no registration. Small sends
  * are copied or written at once; larger ones go by rendezvous (zero-copy). Completes
- * when buf may be reused.
+ * when buf may be reused. A rendezvous send that ends without the receiver's finish
+ * (its deadline, a close) is never delivered afterwards: a receiver that reads it late
+ * fails (FERRY_ECANCELED or FERRY_EBADKEY).
  * @return 0 (posted), FERRY_ENOTCONN (closed or failed endpoint), FERRY_EAGAIN (queue
  *         full), FERRY_EMSGSIZE (above the peer's max frame), FERRY_EINVAL
  */
@@ -591,7 +593,10 @@ FERRY_API int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint6
  * arrived whole and unmatched (eager ones: their senders saw them complete) can still
  * be received, in order, each completing at once, until the endpoint is released;
  * announced rendezvous messages are gone with the peer. On an endpoint closed here,
- * nothing is kept.
+ * nothing is kept. A rendezvous-size message completes once the sender has confirmed
+ * that its send was still pending when the data was read; a sender that gave it up
+ * first (deadline, close) makes the receive fail (FERRY_ECANCELED, or the close
+ * reason), never deliver bytes the sender may have reused.
  * @return 0 (posted), FERRY_ENOTCONN (closed or failed endpoint with no such message
  *         left), FERRY_EAGAIN (completion queue full), FERRY_EINVAL
  */

@@ -973,7 +973,7 @@ int conf_run(const char *area, const struct CMUnitTest *tests, size_t n)
 	conf_host = ft_host();
 	snprintf(base, sizeof(base), "%.*s", (int)strcspn(conf_prov, "+"), conf_prov);
 	conf_prov_base = base;
-	ft_listen_uri(conf_listen_uri, sizeof(conf_listen_uri));
+	ft_listen_uri(conf_listen_uri, sizeof(conf_listen_uri), 0);
 
 	ft_require_provider(); /* SKIP (exit 77) or FAIL when it cannot run here */
 	if (conf_prov_pins_memory() && conf_memlock_limit() < CONF_MEMLOCK_MIN) {

@@ -545,6 +545,47 @@ static void test_msg_op_timeout(void **state)
 	assert_ptr_equal(cmp.user_ctx, &out);
 }
 
+/*
+ * A rendezvous send past its deadline before the receiver asked for it: the send
+ * completes with ETIMEDOUT and the application overwrites its buffer. The late receive
+ * must not deliver that buffer as the message: it fails (EBADKEY where ferry serves the
+ * read itself, ECANCELED where the fabric does and the sender then disowns the finish),
+ * and the endpoint carries the next message.
+ */
+static void test_msg_rndv_deadline_then_recv(void **state)
+{
+	struct conf *c = *state;
+	struct conf_world *w = &c->w;
+	enum { LEN = 1 << 20 };
+	struct ferry_op_attr a = { .timeout_ms = 100 };
+	uint8_t *s = conf_alloc(c, LEN), *r = conf_alloc(c, LEN);
+	uint64_t in = 0, out = 5;
+	struct ferry_completion cmp;
+
+	memset(s, 0x11, LEN);
+	conf_assert_rc(ferry_send(c->cep, s, LEN, 0x78, s, &a), 0);
+	conf_wait_ms(w, ferry_ctx_cq(w->cli), &cmp, 1, 5000);
+	if (cmp.status != FERRY_ETIMEDOUT)
+		conf_fail("rendezvous send with a 100 ms deadline and no receiver: expected "
+			  "ETIMEDOUT, got %s", conf_err(cmp.status));
+	memset(s, 0xee, LEN); /* the application's again */
+	conf_assert_rc(ferry_recv(c->sep, r, LEN, 0x78, ~0ull, r, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->srv), &cmp, 1);
+	if (cmp.status == 0)
+		conf_fail("a receive matched a rendezvous whose send had timed out and succeeded "
+			  "(first byte 0x%02x): the sender's reused buffer was delivered", r[0]);
+	if (cmp.status != FERRY_EBADKEY && cmp.status != FERRY_ECANCELED)
+		conf_fail("late receive of a timed-out rendezvous: expected EBADKEY or "
+			  "ECANCELED, got %s", conf_err(cmp.status));
+	conf_assert_rc(ferry_recv(c->sep, &in, sizeof(in), 0x79, ~0ull, &in, NULL), 0);
+	conf_assert_rc(ferry_send(c->cep, &out, sizeof(out), 0x79, &out, NULL), 0);
+	conf_wait(w, ferry_ctx_cq(w->cli), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	conf_wait(w, ferry_ctx_cq(w->srv), &cmp, 1);
+	conf_assert_rc(cmp.status, 0);
+	assert_true(in == 5);
+}
+
 static void small_limits(struct ferry_config *cfg, bool server)
 {
 	if (server) {
@@ -898,6 +939,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_msg_own_cq, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_cq_wait, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_op_timeout, conf_setup_pair, conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_rndv_deadline_then_recv, conf_setup_pair,
+						conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_peer_max_frame, conf_setup_none, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_unexpected_limit, conf_setup_none, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_long_transfer_probes, conf_setup_none, conf_teardown),

@@ -107,8 +107,8 @@ int ft_finish(const char *name);
  * harness and faults.process.*; ft_peer inherits both. */
 const char *ft_provider(void);
 const char *ft_host(void);
-/* "<provider>://<host>:0" (an IPv6 host in brackets). */
-void ft_listen_uri(char *buf, size_t len);
+/* "<provider>://<host>:<port>" (an IPv6 host in brackets; port 0: any). */
+void ft_listen_uri(char *buf, size_t len, unsigned port);
 /* Whether ft_provider() can run here: ferry_provider_list (for ofi+NAME, the fabric
  * NAME itself), a context and a listener. Else exits: 77 with "SKIP: <provider>:
  * <reason>" for a provider that is absent here, 1 ("FAIL") for tcp (always built, and

@@ -421,7 +421,7 @@ int ft_service_create(struct ferry_ctx *ctx, const struct ft_service_cfg *cfg,
 	if (cfg)
 		s->cfg = *cfg;
 	if (!s->cfg.listen_uri) {
-		ft_listen_uri(s->listen_uri, sizeof(s->listen_uri));
+		ft_listen_uri(s->listen_uri, sizeof(s->listen_uri), 0);
 		s->cfg.listen_uri = s->listen_uri;
 	}
 	if (!s->cfg.ro_len)

@@ -245,13 +245,13 @@ const char *ft_host(void)
 	return h && h[0] ? h : "127.0.0.1";
 }
 
-void ft_listen_uri(char *buf, size_t len)
+void ft_listen_uri(char *buf, size_t len, unsigned port)
 {
 	const char *h = ft_host();
 	if (strchr(h, ':') && h[0] != '[')
-		snprintf(buf, len, "%s://[%s]:0", ft_provider(), h);
+		snprintf(buf, len, "%s://[%s]:%u", ft_provider(), h, port);
 	else
-		snprintf(buf, len, "%s://%s:0", ft_provider(), h);
+		snprintf(buf, len, "%s://%s:%u", ft_provider(), h, port);
 }
 
 enum { FT_PROBE_OK, FT_PROBE_SKIP, FT_PROBE_BROKEN };
@@ -308,7 +308,7 @@ static int ft_probe(const char *prov, const char *base, char *reason, size_t len
 		snprintf(reason, len, "ferry_ctx_create: %s", ft_err(rc));
 		return rc == FERRY_ENODEV ? FT_PROBE_SKIP : FT_PROBE_BROKEN;
 	}
-	ft_listen_uri(uri, sizeof(uri));
+	ft_listen_uri(uri, sizeof(uri), 0);
 	rc = ferry_listen(ctx, uri, NULL, &l);
 	ferry_listener_close(l);
 	ferry_ctx_destroy(ctx);

@@ -4,6 +4,9 @@
  *
  *   soak [--seconds N] PATH/TO/ft_peer
  *
+ * Provider and host: FERRY_TEST_PROVIDER (default tcp) and FERRY_TEST_HOST, for both
+ * servers and the client (the server process inherits them).
+ *
  * Duration: --seconds N, else FERRY_SOAK_SECONDS, else 180.
  *
  * Layout:
@@ -173,9 +176,11 @@ static uint64_t restarts_kill, restarts_term, peer_unclean;
 
 static void peer_start(void)
 {
-	char listen[64], line[256];
+	char listen[256], line[256];
 
-	snprintf(listen, sizeof(listen), "tcp://127.0.0.1:%u", (unsigned)peer_port);
+	/* The provider and host under test (FERRY_TEST_PROVIDER, FERRY_TEST_HOST); the
+	 * first start picks the port, the later ones take it again. */
+	ft_listen_uri(listen, sizeof(listen), peer_port);
 	for (int attempt = 0; attempt < 50; attempt++) {
 		char *argv[] = {(char *)peer_bin, "serve", "--listen", listen, "--ro-len", "4M",
 				"--wr-max", "8M", NULL};
@@ -284,14 +289,15 @@ int main(int argc, char **argv)
 	setenv("FERRY_RECONNECT_MAX_MS", "500", 0);
 	setenv("FERRY_RECONNECT_ATTEMPTS", "3", 0);
 
-	struct ferry_ctx *sctx = ft_ctx("tcp", NULL, NULL);
+	ft_require_provider();
+	struct ferry_ctx *sctx = ft_ctx(NULL, NULL, NULL);
 	struct ft_service_cfg scfg = {.ro_len = 4 * MiB, .wr_max = 8 * MiB};
 	struct ft_service *svc;
 	FT_ASSERT_RC(ft_service_create(sctx, &scfg, &svc), 0);
 	FT_ASSERT_RC(ft_service_start_thread(svc), 0);
 	snprintf(addr_local, sizeof(addr_local), "%s", ft_service_addr(svc));
 	peer_start();
-	cctx = ft_ctx("tcp", NULL, NULL);
+	cctx = ft_ctx(NULL, NULL, NULL);
 	ft_note("soak: %u s, %d workers x %d sessions, servers %s (in process) and %s "
 		"(process, restarted)", seconds, SOAK_WORKERS, SOAK_SLOTS, addr_local, addr_peer);
 

@@ -307,12 +307,13 @@ static void test_rendezvous(void **state)
 		free(s);
 		free(r);
 	}
-	/* Eager up to the limit, then RTS -> read -> FIN. */
+	/* Eager up to the limit, then RTS -> read -> FIN -> FIN_ACK. */
 	assert_int_equal(mock_count(MOCK_CNT_EAGER), 1);
 	assert_int_equal(mock_count(MOCK_CNT_RTS), rndv);
 	assert_int_equal(mock_count(MOCK_CNT_READ_REQ), rndv);
 	assert_int_equal(mock_count(MOCK_CNT_READ_RESP), rndv);
 	assert_int_equal(mock_count(MOCK_CNT_FIN), rndv);
+	assert_int_equal(mock_count(MOCK_CNT_FIN_ACK), rndv);
 	struct ferry_stats st = mt_stats(P.a);
 	assert_true(st.bytes_sent == MOCK_EAGER_MAX + MOCK_EAGER_MAX + 1 + 65536 + (1u << 20) + 3);
 	mt_pair_close(&P);
@@ -650,6 +651,78 @@ static void test_send_deadline_rendezvous(void **state)
 	mt_pair_close(&P);
 }
 
+/*
+ * A rendezvous send past its deadline after the receiver read its buffer but before
+ * the receiver's finish arrived: the send completes with the timeout and its buffer is
+ * the application's again, so the sender cannot vouch for what was read: it answers
+ * the finish with ECANCELED, and the receive fails too. Both sides agree.
+ */
+static void test_send_deadline_before_finish(void **state)
+{
+	(void)state;
+	enum { LEN = 10000 };
+	static uint8_t s[LEN], r[LEN];
+	struct ferry_op_attr attr = { .timeout_ms = 100 };
+	struct ferry_completion c[8];
+
+	open_default();
+	mt_fill_pattern(s, LEN, 9);
+	assert_int_equal(ferry_recv(P.eb, r, LEN, 3, ~0ull, r, NULL), 0);
+	assert_int_equal(ferry_send(P.ea, s, LEN, 3, s, &attr), 0);
+	ferry_progress(P.b); /* RTS matched: the read request is on its way */
+	assert_int_equal(mock_count(MOCK_CNT_READ_REQ), 1);
+	mock_ep_set_delay(P.eb, 300 * 1000000ull); /* b's finish takes 300 ms */
+	mt_advance(both, 2, 150, 10);
+	assert_int_equal(mock_count(MOCK_CNT_READ_RESP), 1);
+	int got = mt_drain(ferry_ctx_cq(P.a), c, 8, both, 2);
+	assert_int_equal(got, 1);
+	assert_int_equal(c[0].status, FERRY_ETIMEDOUT);
+	memset(s, 0xee, LEN); /* the application reuses its buffer */
+	assert_int_equal(ferry_cq_poll(ferry_ctx_cq(P.b), c, 8), 0); /* read, unconfirmed */
+	mt_advance(both, 2, 300, 10);
+	got = mt_drain(ferry_ctx_cq(P.b), c, 8, both, 2);
+	assert_int_equal(got, 1);
+	assert_ptr_equal(c[0].user_ctx, r);
+	assert_int_equal(c[0].status, FERRY_ECANCELED);
+	assert_int_equal(mock_count(MOCK_CNT_FIN_ACK), 1);
+	assert_int_equal(ferry_ep_status(P.ea), 0);
+	assert_int_equal(ferry_ep_status(P.eb), 0);
+	mt_pair_close(&P);
+}
+
+/*
+ * The sender closes while the receiver's read of its buffer is still on its way: the
+ * send completes (ECANCELED) and the receive never succeeds, although the read itself
+ * ends well (its answer left before the goodbye).
+ */
+static void test_sender_close_before_finish(void **state)
+{
+	(void)state;
+	enum { LEN = 10000 };
+	static uint8_t s[LEN], r[LEN];
+	struct ferry_completion c[8];
+
+	open_default();
+	assert_int_equal(ferry_recv(P.eb, r, LEN, 4, ~0ull, r, NULL), 0);
+	assert_int_equal(ferry_send(P.ea, s, LEN, 4, s, NULL), 0);
+	ferry_progress(P.b); /* RTS matched: the read request is on its way */
+	mock_ep_set_delay(P.ea, 200 * 1000000ull); /* the read's answer, then the goodbye */
+	mt_progress(both, 2, 2);
+	assert_int_equal(mock_count(MOCK_CNT_READ_RESP), 1);
+	ferry_ep_close(P.ea);
+	P.ea = NULL;
+	int got = mt_drain(ferry_ctx_cq(P.a), c, 8, both, 2);
+	assert_int_equal(got, 1);
+	assert_ptr_equal(c[0].user_ctx, s);
+	assert_int_equal(c[0].status, FERRY_ECANCELED);
+	mt_advance(both, 2, 400, 10);
+	got = mt_drain(ferry_ctx_cq(P.b), c, 8, both, 2);
+	assert_int_equal(got, 1);
+	assert_ptr_equal(c[0].user_ctx, r);
+	assert_int_equal(c[0].status, FERRY_ECONNRESET);
+	mt_pair_close(&P);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -667,6 +740,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recv_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recv_deadline_while_moving, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_deadline_rendezvous, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_deadline_before_finish, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sender_close_before_finish, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("unit.match", tests, group_setup, NULL);
 }

@@ -331,7 +331,8 @@ static void test_rendezvous_longer_than_idle_pins(void **state)
 	cfgs(&ca, &cb, 1, 1, 0, 0);
 	open_pair(&ca, &cb);
 	mt_fill_pattern(s, LEN, 3);
-	/* Every message a sends (RTS, then the payload) takes 5 s: 10 s in all. */
+	/* Every message a sends (RTS, the payload, the answer to b's finish) takes 5 s:
+	 * 15 s in all. */
 	mock_ep_set_delay(P.ea, 5000 * MS);
 	assert_int_equal(ferry_recv(P.eb, r, LEN, 1, ~0ull, r, NULL), 0);
 	assert_int_equal(ferry_send(P.ea, s, LEN, 1, s, NULL), 0);
@@ -344,12 +345,15 @@ static void test_rendezvous_longer_than_idle_pins(void **state)
 	advance(4500, 100);
 	assert_int_equal(mt_stats(P.a).eps_reaped, 0);
 	assert_int_equal(mt_stats(P.b).eps_reaped, 0);
+	assert_int_equal(mt_poll1(ferry_ctx_cq(P.a), &c, both, 2), 1);
+	assert_int_equal(c.status, 0);
+	/* a is done and may go idle; b's receive waits for the answer (5 s more). */
+	advance(5000, 100);
+	assert_int_equal(mt_stats(P.b).eps_reaped, 0);
 	assert_int_equal(mt_poll1(ferry_ctx_cq(P.b), &c, both, 2), 1);
 	assert_int_equal(c.status, 0);
 	assert_true(c.len == LEN);
 	assert_true(mt_check_pattern(r, LEN, 3));
-	assert_int_equal(mt_poll1(ferry_ctx_cq(P.a), &c, both, 2), 1);
-	assert_int_equal(c.status, 0);
 	/* Done: now both are idle and go. */
 	advance(2500, 100);
 	assert_int_equal(mt_stats(P.a).eps_open, 0);
