@@ -400,8 +400,22 @@ static void *poller_main(void *arg)
 	struct ferry_ctx *ctx = arg;
 	(void)prctl(PR_SET_NAME, "ferry-poller"); /* as top -H and /proc show it */
 	poller_lock(ctx);
+	bool woke_for_accept = false;
 	while (!ctx->poller_stop) {
 		uint64_t next = ferryi_poller_tick(ctx);
+		/*
+		 * A listening socket's edge can come before its connection can be accepted
+		 * (seen on loopback: the pass it woke found nothing to accept, the
+		 * connection then waited in the backlog while the poller slept for a minute
+		 * on an edge that had come and gone). So a tick woken by a connection is
+		 * followed by one more a tick later, which accepts what the first missed.
+		 */
+		if (woke_for_accept) {
+			uint64_t again = ferryi_now_ns(ctx) + ms_ns(FERRYI_POLLER_ACCEPT_TICK_MS);
+			if (again < next)
+				next = again;
+			woke_for_accept = false;
+		}
 		if (!ferryi_list_empty(&ctx->deferred)) {
 			/* Callbacks queued by the tick run unlocked, on this thread. */
 			ferryi_ctx_unlock(ctx);
@@ -430,6 +444,8 @@ static void *poller_main(void *arg)
 				uint64_t v;
 				(void)!read(ctx->poller_kick_fd, &v, sizeof(v));
 				kicked = true;
+			} else {
+				woke_for_accept = true;
 			}
 		}
 		if (kicked) {
