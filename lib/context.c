@@ -224,6 +224,11 @@ void ferryi_ctx_wake(struct ferry_ctx *ctx)
 	while (r < 0 && errno == EINTR);
 }
 
+bool ferryi_ctx_destroying(const struct ferry_ctx *ctx)
+{
+	return ctx->destroying;
+}
+
 bool ferryi_ctx_fd_exported(const struct ferry_ctx *ctx)
 {
 	return atomic_load_explicit(&ctx->fd_exported, memory_order_relaxed);

@@ -272,6 +272,7 @@ struct ferryi_op {
 	bool rndv_rts_done;                /* sender: the announce went out            */
 	bool rndv_fin;                     /* sender: the peer's finish arrived        */
 	bool rndv_acking;                  /* receiver: read, waiting for FIN_ACK      */
+	bool rndv_gone_wait;               /* sender, closed: completes at ep gone     */
 	int rndv_status;                   /* sender: status the finish carried        */
 	/* provider scratch: whatever the owning provider needs per op */
 	uint64_t prov[12];
@@ -311,6 +312,7 @@ struct ferry_ep {
 	enum ferryi_ep_state state;
 	int status;                        /* 0, or why it is closed                   */
 	bool provider_gone;                /* provider released everything            */
+	int close_reason;                  /* what the core's ops completed with      */
 	bool pooled;                       /* in ctx->pool                             */
 	bool accepted;                     /* came from a listener                     */
 	bool user_closed;
@@ -545,6 +547,8 @@ void ferryi_ctx_wake(struct ferry_ctx *ctx);
 void ferryi_ctx_want_progress(struct ferry_ctx *ctx);
 /* Whether the application asked for ferry_ctx_fd() (it may sleep on it any time). */
 bool ferryi_ctx_fd_exported(const struct ferry_ctx *ctx);
+/* ferry_ctx_destroy is tearing the context down (ctx lock held): nothing may wait. */
+bool ferryi_ctx_destroying(const struct ferry_ctx *ctx);
 /*
  * Whether a thread may be asleep on the context's fds: one is inside a sleep (from
  * the providers' prepare_sleep until it holds the lock again), or the fd is exported.

@@ -194,6 +194,8 @@ struct ferryi_op *ferryi_op_alloc(struct ferry_ep *ep, enum ferry_op_type type,
 void ferryi_op_complete(struct ferryi_op *op, int status);
 /* keep_arrived: whole eager messages that arrived unmatched stay receivable (msg.c). */
 void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status, bool keep_arrived);
+/* The closed endpoint's sends that waited for its provider to let go complete now. */
+void ferryi_ep_complete_gone_waits(struct ferry_ep *ep);
 /* Frees every unmatched message left on ep (logged when there were any). */
 void ferryi_ep_drop_unexpected(struct ferry_ep *ep, const char *why);
 void ferryi_ops_fini(struct ferry_ctx *ctx);

@@ -144,6 +144,7 @@ void ferryi_process_closes(struct ferry_ctx *ctx)
 		struct ferry_ep *ep = ferryi_container_of(n, struct ferry_ep, close_link);
 		bool by_us = ep->user_closed || ctx->destroying;
 		int reason = by_us ? FERRY_ECANCELED : ep->status;
+		ep->close_reason = reason;
 		ep->pi->prov->ep_close(ep, reason, ep->user_closed);
 		ferryi_ep_fail_core_ops(ep, reason, !by_us);
 		ferryi_ep_unref(ep);
@@ -202,6 +203,7 @@ void ferryi_ep_gone(struct ferry_ep *ep)
 	if (ep->provider_gone)
 		return;
 	ep->provider_gone = true;
+	ferryi_ep_complete_gone_waits(ep);
 	ferryi_ep_unref(ep);
 }
 

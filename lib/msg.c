@@ -1073,6 +1073,18 @@ int ferry_read(struct ferry_ep *ep, void *buf, size_t len, struct ferry_mr *mr,
  * user's close and the context's destruction drop them all (ferryi_ep_drop_unexpected,
  * also run when the endpoint is freed).
  */
+void ferryi_ep_complete_gone_waits(struct ferry_ep *ep)
+{
+	struct ferryi_list_node *n, *t;
+	ferryi_list_foreach_safe(&ep->ops, n, t) {
+		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, link);
+		if (op->rndv_gone_wait && !op->completed) {
+			op->rndv_gone_wait = false;
+			ferryi_op_complete(op, ep->close_reason);
+		}
+	}
+}
+
 void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status, bool keep_arrived)
 {
 	struct ferryi_list_node *n, *t;
@@ -1080,6 +1092,17 @@ void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status, bool keep_arrived)
 		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, link);
 		if (op->provider_owned || op->completed)
 			continue;
+		/*
+		 * A rendezvous send whose region a peer is reading (a provider holds it for
+		 * the peer's transfer) ends when the provider has let go of the endpoint: a
+		 * fabric may still be sending the read's answer out of the buffer, which is
+		 * the application's only after that.
+		 */
+		if (op->type == FERRY_OP_SEND && op->rndv_mr && op->rndv_mr->remote_users &&
+		    !ep->provider_gone) {
+			op->rndv_gone_wait = true;
+			continue;
+		}
 		/* A receive whose rendezvous read the provider still owns ends with it. */
 		if (op->rndv_peer && op->rndv_peer->provider_owned && op->type == FERRY_OP_RECV)
 			continue;

@@ -159,6 +159,8 @@ struct ofi_peer {
 	uint64_t local_uid;          /* shm: a port of this process (0: elsewhere)      */
 	unsigned ctl_queued;         /* control messages waiting for this peer          */
 	unsigned eps;                /* ferry endpoints using it                        */
+	struct ferryi_list lingering; /* closed ofi_eps waiting for its RMA_DONEs
+					 (linger_link)                                 */
 	bool removed;                /* its AV entry is gone: never post to fa again    */
 	uint64_t ctl_pass;           /* flush pass in which it hit EAGAIN               */
 	unsigned rma_out;            /* one-sided pieces in flight to it                */
@@ -294,6 +296,11 @@ struct ofi_ep {
 	struct ferryi_list holds;
 	uint64_t next_hold;
 	bool closing, gone;
+	bool bye_received;             /* the peer closed (alive: it answers)   */
+	bool lingering;                /* closed, still in the conn map: the peer's
+					  RMA_DONEs release our holds (ofi_ep_close) */
+	struct ferryi_timer linger;    /* bounds that wait                      */
+	struct ferryi_list_node linger_link; /* peer->lingering                 */
 	int close_reason;
 	struct ferryi_poll_handle probe; /* refused-connect probe, fd -1     */
 	void *cmprobe;                 /* verbs: its rdma_cm state (ofi_rdmacm.c) */
@@ -585,6 +592,11 @@ int ofi_conn_add(struct ofi_inst *oi, struct ofi_ep *oep);
 void ofi_conn_del(struct ofi_inst *oi, struct ofi_ep *oep);
 void ofi_ep_up(struct ofi_ep *oep);
 void ofi_ep_maybe_gone(struct ofi_ep *oep);
+void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned);
+/* Keeps a fabric object left open on purpose reachable for the process's life. */
+void ofi_keep_open(void *obj);
+/* The peer is dead or cut off: its lingering endpoints stop waiting for it. */
+void ofi_peer_end_lingering(struct ofi_peer *peer);
 void ofi_ep_flush(struct ofi_ep *oep);
 
 #endif /* FERRY_OFI_H */

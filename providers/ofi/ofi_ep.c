@@ -53,8 +53,15 @@
  * -> the target checks it with ferryi_mr_remote_get() and holds the region -> RMA_ACK
  * {status, hold id} -> the transfer -> RMA_DONE releases the hold. With
  * FERRY_OFI_RMA_CHECK=0 the fabric's own checks are trusted (one round trip less).
- * The core's rendezvous reads skip the check always: the target sent that key in its
- * announce for this very read and keeps the region until the finish.
+ * The core's rendezvous reads are checked always: the hold is how the target knows
+ * its buffer is being read (libfabric answers a read from the sender's memory
+ * without us), and the check refuses a read once the send has ended.
+ *
+ * Holds and close: a closing endpoint keeps the peer's holds while the peer still
+ * answers (we closed, it closed, or a deadline), in the connection map, until the
+ * peer's RMA_DONEs (up to the handshake timeout); only then is it gone, and only then
+ * does the core complete the sends whose buffers they are. A peer that failed (dead,
+ * broken connection) ends every such wait of its endpoints at once.
  *
  * Ops and close: an op belongs to us until ferryi_op_done. On close, queued ops and
  * sends already copied complete at once with the close reason; one-sided ops whose
@@ -71,6 +78,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void ofi_ep_linger_end(struct ferryi_timer *t);
+
 void ofi_ep_init(struct ofi_ep *oep, struct ferry_ep *ep)
 {
 	oep->ep = ep;
@@ -78,6 +87,7 @@ void ofi_ep_init(struct ofi_ep *oep, struct ferry_ep *ep)
 	ferryi_list_init(&oep->tx_busy);
 	ferryi_list_init(&oep->rmas);
 	ferryi_list_init(&oep->holds);
+	ferryi_timer_init(&oep->linger, ofi_ep_linger_end);
 	ferryi_node_init(&oep->blocked_link);
 	oep->rx_granted = OFI_CREDITS;
 	oep->probe.fd = -1;
@@ -121,13 +131,26 @@ void ofi_ep_up(struct ofi_ep *oep)
  * from elsewhere meanwhile but the ops' list, because a context destroy frees
  * endpoints whose provider did not let go within its grace period.
  */
+/* Ends the wait for the peer's RMA_DONEs: the connection is forgotten. */
+static void ofi_ep_stop_lingering(struct ofi_ep *oep)
+{
+	if (!oep->lingering)
+		return;
+	oep->lingering = false;
+	ferryi_timer_cancel(oep->ep->ctx, &oep->linger);
+	ferryi_list_remove(&oep->linger_link);
+	ofi_conn_del(oep->port->dom->inst, oep);
+}
+
 void ofi_ep_maybe_gone(struct ofi_ep *oep)
 {
 	struct ferry_ep *ep = oep->ep;
 	struct ofi_port *port = oep->port;
 
-	if (!oep->closing || oep->gone || !ferryi_list_empty(&oep->rmas))
+	if (!oep->closing || oep->gone || !ferryi_list_empty(&oep->rmas) ||
+	    !ferryi_list_empty(&oep->holds))
 		return;
+	ofi_ep_stop_lingering(oep);
 	oep->gone = true;
 	oep->peer->eps--;
 	ofi_peer_put(port, oep->peer);
@@ -306,6 +329,11 @@ static void ofi_rx_handle(struct ofi_port *port, const uint8_t *b, size_t len)
 	}
 	struct ferryi_hnode *hn = ferryi_hmap_find(&oi->conns, h.dst);
 	oep = hn ? ferryi_container_of(hn, struct ofi_ep, hnode) : NULL;
+	if (oep && oep->port == port && oep->lingering && h.kind == OFI_K_RMA_DONE) {
+		ofi_on_rma_done(oep, &h);
+		ofi_ep_maybe_gone(oep); /* may free the endpoint */
+		return;
+	}
 	if (!oep || oep->port != port || oep->closing) {
 		FERRYI_TRACE(ctx, "ofi: message %u for an unknown connection dropped", h.kind);
 		return;
@@ -358,6 +386,7 @@ static void ofi_rx_handle(struct ofi_port *port, const uint8_t *b, size_t len)
 		ofi_ep_flush(oep);
 		return;
 	case OFI_K_BYE:
+		oep->bye_received = true;
 		ferryi_ep_failed(ep, FERRY_ECONNRESET, "the peer closed its endpoint");
 		return;
 	case OFI_K_RMA_REQ:
@@ -420,6 +449,45 @@ int ofi_send(struct ferry_ep *ep, struct ferryi_op *op)
 	return 0;
 }
 
+/* Gives back the peer's holds; orphaned: libfabric may still use the regions. */
+void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned)
+{
+	struct ferryi_list_node *n;
+	unsigned count = 0;
+	while ((n = ferryi_list_pop_front(&oep->holds))) {
+		struct ofi_hold *hold = ferryi_container_of(n, struct ofi_hold, link);
+		ferryi_mr_remote_put(&hold->use);
+		free(hold);
+		count++;
+	}
+	if (orphaned && oep->port)
+		oep->port->orphan_holds += count; /* the port keeps its fabric endpoint */
+}
+
+void ofi_peer_end_lingering(struct ofi_peer *peer)
+{
+	struct ferryi_list_node *n;
+	while ((n = ferryi_list_first(&peer->lingering))) {
+		struct ofi_ep *oep = ferryi_container_of(n, struct ofi_ep, linger_link);
+		ofi_ep_stop_lingering(oep);
+		ofi_ep_drop_holds(oep, false);
+		ofi_ep_maybe_gone(oep); /* may free the endpoint */
+	}
+}
+
+/* The peer never said its reads were over: stop waiting (logged). */
+static void ofi_ep_linger_end(struct ferryi_timer *t)
+{
+	struct ofi_ep *oep = ferryi_container_of(t, struct ofi_ep, linger);
+	FERRYI_WARN(oep->ep->ctx, "ofi: %s: the peer did not finish its reads of our memory "
+				  "within the handshake timeout after the close; its sends "
+				  "complete now, though libfabric may still read their buffers",
+		    oep->ep->peer);
+	ofi_ep_stop_lingering(oep);
+	ofi_ep_drop_holds(oep, true);
+	ofi_ep_maybe_gone(oep); /* may free the endpoint */
+}
+
 void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 {
 	struct ofi_ep *oep = ofi_ep(ep);
@@ -439,7 +507,6 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 	oep->close_reason = reason;
 	oep->state = OFI_EP_CLOSED;
 	ofi_probe_stop(oep);
-	ofi_conn_del(port->dom->inst, oep);
 	if (ferryi_node_linked(&oep->blocked_link))
 		ferryi_list_remove(&oep->blocked_link);
 
@@ -454,26 +521,49 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 		else
 			cl->ep = NULL;
 	}
-	/* Holds the peer has on our regions end with the connection (its transfer may
-	 * still be in flight in libfabric: the port remembers). */
-	unsigned orphans = 0;
-	while ((n = ferryi_list_pop_front(&oep->holds))) {
-		struct ofi_hold *hold = ferryi_container_of(n, struct ofi_hold, link);
-		ferryi_mr_remote_put(&hold->use);
-		free(hold);
-		orphans++;
-	}
 	/* Transfers in flight either way, and nobody else uses this peer: cut it, so
 	 * that libfabric gives our buffers back and the peer stops using our regions. */
-	bool moving = orphans > 0;
+	bool moving = !ferryi_list_empty(&oep->holds);
 	ferryi_list_foreach_safe(&oep->rmas, n, t)
 		moving |= ferryi_container_of(n, struct ofi_rma, oep_link)->out > 0;
-	if (moving && oep->peer->eps == 1 && !port->dom->is_shm) {
+	/*
+	 * The peer answers (it reads on, then says RMA_DONE) when we close, when it
+	 * closed, or after a deadline; any other failure (declared dead, a broken
+	 * connection, a protocol error) leaves nobody to wait for.
+	 */
+	bool peer_answers = reason == FERRY_ECANCELED || reason == FERRY_ETIMEDOUT ||
+			    oep->bye_received;
+	bool cut = moving && !port->dom->is_shm &&
+		   (oep->peer->eps == 1 || reason == FERRY_EPEERDEAD);
+	if (cut) {
 		FERRYI_DBG(ep->ctx, "ofi: closing %s mid-transfer: dropping its connection",
 			    ep->peer);
 		ofi_peer_cut(port, oep->peer);
+		ofi_ep_drop_holds(oep, false);
+		ofi_peer_end_lingering(oep->peer);
+	} else if (!peer_answers || ferryi_ctx_destroying(ep->ctx)) {
+		/* Nobody to wait for, or no progress driven after a destroy: libfabric
+		 * sends nothing more from our memory. */
+		ofi_ep_drop_holds(oep, true);
+		if (!peer_answers)
+			ofi_peer_end_lingering(oep->peer);
+	}
+	/*
+	 * Otherwise the peer's reads of our regions may still be answered by libfabric,
+	 * which sends from our memory as the socket takes it (or, on shm, the peer copies
+	 * it). Their holds stay, and with them the sends whose buffers they are (the
+	 * core completes those when we are gone), until the peer's RMA_DONEs, for which
+	 * the connection stays known, or the handshake timeout.
+	 */
+	if (ferryi_list_empty(&oep->holds)) {
+		ofi_conn_del(port->dom->inst, oep);
 	} else {
-		port->orphan_holds += orphans;
+		const struct ferry_config *cfg = ferry_ctx_config(ep->ctx);
+		oep->lingering = true;
+		ferryi_list_push_back(&oep->peer->lingering, &oep->linger_link);
+		ferryi_timer_arm(ep->ctx, &oep->linger,
+				 ferryi_now_ns(ep->ctx) +
+					 (uint64_t)cfg->handshake_timeout_ms * 1000000ull);
 	}
 	if (talked && oep->remote_conn)
 		(void)ofi_ctl_queue(port, oep->peer, NULL, OFI_K_BYE, oep->remote_conn,

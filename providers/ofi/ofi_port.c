@@ -107,6 +107,7 @@ int ofi_peer_get(struct ofi_port *port, const void *addr, size_t len,
 	}
 	peer->refs = 1;
 	ferryi_list_init(&peer->rma_wait);
+	ferryi_list_init(&peer->lingering);
 	peer->addrlen = len;
 	memcpy(peer->addr, addr, len);
 	if (port->dom->is_shm) {
@@ -378,6 +379,31 @@ int ofi_ctl_queue(struct ofi_port *port, struct ofi_peer *peer, struct ferry_ep 
 	return 0;
 }
 
+/*
+ * Fabric objects left open on purpose (a port with transfers in flight, the domain
+ * and fabric under it): held for the process's life, referenced from here, so that a
+ * leak checker sees them as what they are, kept, rather than lost.
+ */
+static pthread_mutex_t ofi_kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static void **ofi_kept;
+static size_t ofi_nkept, ofi_kept_cap;
+
+void ofi_keep_open(void *obj)
+{
+	pthread_mutex_lock(&ofi_kept_lock);
+	if (ofi_nkept == ofi_kept_cap) {
+		size_t cap = ofi_kept_cap ? 2 * ofi_kept_cap : 16;
+		void **p = realloc(ofi_kept, cap * sizeof(*p));
+		if (p) {
+			ofi_kept = p;
+			ofi_kept_cap = cap;
+		}
+	}
+	if (ofi_nkept < ofi_kept_cap)
+		ofi_kept[ofi_nkept++] = obj;
+	pthread_mutex_unlock(&ofi_kept_lock);
+}
+
 void ofi_port_destroy(struct ofi_port *port)
 {
 	struct ofi_inst *oi = port->dom->inst;
@@ -403,6 +429,7 @@ void ofi_port_destroy(struct ofi_port *port)
 			    port->dom->prov_name, port->rma_out, port->orphan_holds);
 		port->dom->leaked++;
 		ofi_mr_drop_port(oi, port);
+		ofi_keep_open(port);
 		return;
 	}
 	ofi_mr_drop_port(oi, port);

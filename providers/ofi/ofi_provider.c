@@ -171,6 +171,7 @@ static void ofi_dom_close(struct ofi_inst *oi, struct ofi_dom *dom)
 		ofi_port_destroy(ferryi_container_of(n, struct ofi_port, link));
 	ofi_mr_drop_dom(oi, dom);
 	if (dom->leaked) {
+		ofi_keep_open(dom);
 		/* Endpoints left open keep their domain and fabric (see ofi_port_destroy). */
 		FERRYI_WARN(oi->pi->ctx, "ofi: %s: %u fabric endpoints left open at context "
 					 "destroy", dom->prov_name, dom->leaked);

@@ -67,11 +67,14 @@ static int ofi_rma_start(struct ferry_ep *ep, struct ferryi_op *op, bool write)
 	r->op = op;
 	r->write = write;
 	/*
-	 * A rendezvous read's key comes from the target itself, for this read: asking
-	 * would only ask the side that chose the key. A key that lies reaches nothing but
-	 * the peer's own memory, bounded above by the receive buffer, or fails the read.
+	 * A rendezvous read is checked too, though its key comes from the target for this
+	 * very read: the check is what tells the target that we read its buffer (it holds
+	 * the region until our RMA_DONE, and its send does not complete before), and what
+	 * refuses us once its send has ended (deadline, close), when the buffer is its
+	 * application's again. Unchecked, libfabric served such reads from memory the
+	 * application had reused or freed (soak over ofi+tcp under ASan).
 	 */
-	r->checked = !op->key_lent && (dom->inst->rma_check || dom->is_shm);
+	r->checked = op->key_lent || dom->inst->rma_check || dom->is_shm;
 	r->raddr = (ent.virt ? ent.base : 0) + op->remote_offset;
 	r->region_key = ent.region_key;
 	ferryi_node_init(&r->retry_link);
