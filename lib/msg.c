@@ -1064,15 +1064,6 @@ int ferry_read(struct ferry_ep *ep, void *buf, size_t len, struct ferry_mr *mr,
 
 /* ------------------------------------------------------------------ teardown */
 
-/*
- * Messages that arrived unmatched stay receivable after the endpoint closes by the
- * peer's goodbye or a failure (keep_arrived): their senders saw them complete, and
- * dropping them with the connection would lose them silently. Only whole eager
- * messages can be: an announced rendezvous needs the peer to fetch from, and a message
- * cut short never completes; their senders' operations fail with the connection. A
- * user's close and the context's destruction drop them all (ferryi_ep_drop_unexpected,
- * also run when the endpoint is freed).
- */
 void ferryi_ep_complete_gone_waits(struct ferry_ep *ep)
 {
 	struct ferryi_list_node *n, *t;
@@ -1085,6 +1076,15 @@ void ferryi_ep_complete_gone_waits(struct ferry_ep *ep)
 	}
 }
 
+/*
+ * Messages that arrived unmatched stay receivable after the endpoint closes by the
+ * peer's goodbye or a failure (keep_arrived): their senders saw them complete, and
+ * dropping them with the connection would lose them silently. Only whole eager
+ * messages can be: an announced rendezvous needs the peer to fetch from, and a message
+ * cut short never completes; their senders' operations fail with the connection. A
+ * user's close and the context's destruction drop them all (ferryi_ep_drop_unexpected,
+ * also run when the endpoint is freed).
+ */
 void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status, bool keep_arrived)
 {
 	struct ferryi_list_node *n, *t;

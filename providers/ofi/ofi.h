@@ -596,7 +596,7 @@ void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned);
 /* Keeps a fabric object left open on purpose reachable for the process's life. */
 void ofi_keep_open(void *obj);
 /* The peer is dead or cut off: its lingering endpoints stop waiting for it. */
-void ofi_peer_end_lingering(struct ofi_peer *peer);
+void ofi_peer_end_lingering(struct ofi_port *port, struct ofi_peer *peer, bool orphaned);
 void ofi_ep_flush(struct ofi_ep *oep);
 
 #endif /* FERRY_OFI_H */

@@ -123,14 +123,6 @@ void ofi_ep_up(struct ofi_ep *oep)
 	ferryi_ep_connected(oep->ep, &oep->remote);
 }
 
-/*
- * The endpoint is gone once libfabric holds nothing of it. Send buffers do not count:
- * they are detached at close and hold their own AV reference, so a goodbye still
- * leaves. One-sided ops do (libfabric may still move data into the user's buffer), and
- * their completion calls this again. Nothing in the endpoint's memory stays linked
- * from elsewhere meanwhile but the ops' list, because a context destroy frees
- * endpoints whose provider did not let go within its grace period.
- */
 /* Ends the wait for the peer's RMA_DONEs: the connection is forgotten. */
 static void ofi_ep_stop_lingering(struct ofi_ep *oep)
 {
@@ -142,6 +134,16 @@ static void ofi_ep_stop_lingering(struct ofi_ep *oep)
 	ofi_conn_del(oep->port->dom->inst, oep);
 }
 
+/*
+ * The endpoint is gone once libfabric holds nothing of it. Send buffers do not count:
+ * they are detached at close and hold their own AV reference, so a goodbye still
+ * leaves. One-sided ops do (libfabric may still move data into the user's buffer), and
+ * their completion calls this again. Nothing in the endpoint's memory stays linked
+ * from elsewhere meanwhile but the ops' list and, while it lingers, the peer's
+ * lingering list, the connection map and the linger timer, because a context destroy
+ * frees endpoints whose provider did not let go within its grace period (the destroy
+ * ends every linger first: ofi_progress).
+ */
 void ofi_ep_maybe_gone(struct ofi_ep *oep)
 {
 	struct ferry_ep *ep = oep->ep;
@@ -464,15 +466,17 @@ void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned)
 		oep->port->orphan_holds += count; /* the port keeps its fabric endpoint */
 }
 
-void ofi_peer_end_lingering(struct ofi_peer *peer)
+void ofi_peer_end_lingering(struct ofi_port *port, struct ofi_peer *peer, bool orphaned)
 {
 	struct ferryi_list_node *n;
+	peer->refs++; /* the last endpoint going must not free it under the loop */
 	while ((n = ferryi_list_first(&peer->lingering))) {
 		struct ofi_ep *oep = ferryi_container_of(n, struct ofi_ep, linger_link);
 		ofi_ep_stop_lingering(oep);
-		ofi_ep_drop_holds(oep, false);
+		ofi_ep_drop_holds(oep, orphaned);
 		ofi_ep_maybe_gone(oep); /* may free the endpoint */
 	}
+	ofi_peer_put(port, peer);
 }
 
 /* The peer never said its reads were over: stop waiting (logged). */
@@ -540,13 +544,13 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 			    ep->peer);
 		ofi_peer_cut(port, oep->peer);
 		ofi_ep_drop_holds(oep, false);
-		ofi_peer_end_lingering(oep->peer);
+		ofi_peer_end_lingering(port, oep->peer, false);
 	} else if (!peer_answers || ferryi_ctx_destroying(ep->ctx)) {
 		/* Nobody to wait for, or no progress driven after a destroy: libfabric
 		 * sends nothing more from our memory. */
 		ofi_ep_drop_holds(oep, true);
 		if (!peer_answers)
-			ofi_peer_end_lingering(oep->peer);
+			ofi_peer_end_lingering(port, oep->peer, false);
 	}
 	/*
 	 * Otherwise the peer's reads of our regions may still be answered by libfabric,

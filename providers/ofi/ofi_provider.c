@@ -325,8 +325,29 @@ static int ofi_progress_all(struct ferryi_prov_inst *pi, bool arm)
 	return events;
 }
 
+/* A context being destroyed waits for nobody's reads: no progress follows it. */
+static void ofi_end_all_lingering(struct ofi_inst *oi)
+{
+	for (int i = 0; i < oi->ndoms; i++) {
+		struct ferryi_list_node *pn, *pt;
+		ferryi_list_foreach_safe(&oi->doms[i]->ports, pn, pt) {
+			struct ofi_port *port = ferryi_container_of(pn, struct ofi_port, link);
+			struct ferryi_list_node *n, *t;
+			port->refs++;
+			ferryi_list_foreach_safe(&port->peers, n, t) {
+				struct ofi_peer *peer = ferryi_container_of(n, struct ofi_peer, link);
+				if (!ferryi_list_empty(&peer->lingering))
+					ofi_peer_end_lingering(port, peer, true);
+			}
+			ofi_port_put(port);
+		}
+	}
+}
+
 static int ofi_progress(struct ferryi_prov_inst *pi)
 {
+	if (ferryi_ctx_destroying(pi->ctx))
+		ofi_end_all_lingering(ofi_inst(pi));
 	/* Busy: shm peers stop ringing us once nobody sleeps (ofi_cq.c). */
 	ofi_wake_sleepy(ofi_inst(pi), ferryi_ctx_may_sleep(pi->ctx));
 	return ofi_progress_all(pi, ferryi_ctx_fd_exported(pi->ctx));
