@@ -529,7 +529,10 @@ FERRY_API void ferry_ep_release(struct ferry_ep *ep);
  * still in flight with FERRY_ECANCELED, drops the messages that arrived unmatched
  * (logged), removes it from the pool, and gives back the caller's reference. Other
  * holders see FERRY_ENOTCONN on new posts. The peer can still receive what it had
- * received from us before the goodbye (ferry_recv).
+ * received from us before the goodbye (ferry_recv). A rendezvous send whose buffer
+ * the peer is reading at that moment completes (FERRY_ECANCELED) only once nothing
+ * can read the buffer any more: on libfabric when the peer says its read is over, or
+ * fails, or after FERRY_HANDSHAKE_TIMEOUT_MS (logged).
  */
 FERRY_API void ferry_ep_close(struct ferry_ep *ep);
 
