@@ -271,7 +271,6 @@ struct ferryi_op {
 	struct ferry_mr *rndv_mr;          /* sender: its buffer, readable by the peer */
 	bool rndv_rts_done;                /* sender: the announce went out            */
 	bool rndv_fin;                     /* sender: the peer's finish arrived        */
-	bool rndv_acking;                  /* receiver: read, waiting for FIN_ACK      */
 	bool rndv_gone_wait;               /* sender, closed: completes at ep gone     */
 	int rndv_status;                   /* sender: status the finish carried        */
 	/* provider scratch: whatever the owning provider needs per op */
@@ -334,6 +333,7 @@ struct ferry_ep {
 	uint64_t tx_credit;                /* eager bytes we may still send            */
 	uint64_t rx_credit_owed;           /* eager bytes consumed, not yet returned   */
 	struct ferryi_list credit_wait;    /* sends waiting for credit, in order       */
+	struct ferryi_list rndv_acking;    /* receives read, waiting for FIN_ACK (qlink) */
 	uint64_t last_rx_ns;               /* any traffic, for probes                  */
 	uint64_t last_use_ns;              /* user traffic, for idle reaping           */
 	struct ferryi_list_node idle_link; /* ctx->idle_lru, by last_use_ns            */

@@ -78,6 +78,7 @@ struct ferry_ep *ferryi_ep_alloc(struct ferry_ctx *ctx, struct ferryi_prov_inst 
 	ferryi_list_init(&ep->recvs);
 	ferryi_list_init(&ep->unexpected);
 	ferryi_list_init(&ep->credit_wait);
+	ferryi_list_init(&ep->rndv_acking);
 	ferryi_node_init(&ep->pool_link);
 	ferryi_node_init(&ep->acceptq_link);
 	ferryi_node_init(&ep->idle_link);

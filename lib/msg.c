@@ -518,7 +518,7 @@ static void rndv_read_done(struct ferryi_op *rop, int status)
 		 * buffer back already, and no answer can come. */
 		status = ep->status < 0 ? ep->status : FERRY_ECONNRESET;
 	} else if (status == 0 && (ep->peer_info.features & FERRYI_FEAT_RNDV_ACK)) {
-		recv->rndv_acking = true;
+		ferryi_list_push_back(&ep->rndv_acking, &recv->qlink);
 		return;
 	}
 	ferryi_op_complete(recv, status);
@@ -886,10 +886,11 @@ static void rx_fin_ack(struct ferry_ep *ep, struct ferryi_rx *rx)
 		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous finish answer with an unknown status");
 		return;
 	}
-	ferryi_list_foreach_safe(&ep->ops, n, t) {
-		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, link);
-		if (op->rndv_acking && op->rndv_remote_id == rx->msg.aux && !op->completed) {
-			op->rndv_acking = false;
+	/* Only the few receives waiting for an answer, not every op of the endpoint. */
+	ferryi_list_foreach_safe(&ep->rndv_acking, n, t) {
+		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, qlink);
+		if (op->rndv_remote_id == rx->msg.aux && !op->completed) {
+			ferryi_list_remove(&op->qlink);
 			if (st < 0)
 				FERRYI_INFO(ep->ctx, "endpoint %s: a received rendezvous message "
 						     "fails: its sender gave it up first (%s)",
