@@ -184,6 +184,27 @@ static void expect_ofi_mrs(struct ferry_ctx *ctx, uint64_t want, const char *whe
 		     (unsigned long long)st.mrs_registered, (unsigned long long)want);
 }
 
+/*
+ * Listens on ofi+tcp (which opens the provider if nothing did yet), checks that the
+ * one region is registered with it, writes into the region over a connection to
+ * ourselves, then takes everything down with the context.
+ */
+static void write_over_ofi_and_destroy(struct ferry_ctx *ctx, struct ferry_mr *mr,
+				       char *region, const char *when)
+{
+	struct ferry_listener *l;
+	struct ferry_ep *cep, *sep;
+
+	self_connect(ctx, "ofi+tcp://127.0.0.1:0", &l, &cep, &sep);
+	expect_ofi_mrs(ctx, 1, when);
+	ofi_write_into(ctx, mr, region, cep);
+	ferry_ep_close(cep);
+	ferry_ep_close(sep);
+	ferry_listener_close(l);
+	CHECK(ferry_mr_dereg(mr));
+	ferry_ctx_destroy(ctx);
+}
+
 static void case_used(void)
 {
 	static const int sigs[] = { SIGINT, SIGTERM, SIGSEGV, SIGBUS, SIGILL, SIGABRT };
@@ -193,8 +214,6 @@ static void case_used(void)
 	struct ferry_ctx *ctx;
 	struct ferry_stats st;
 	struct ferry_mr *mr;
-	struct ferry_listener *l;
-	struct ferry_ep *cep, *sep;
 	char blob[FERRY_RKEY_MAX];
 	size_t blob_len = sizeof(blob);
 
@@ -225,27 +244,14 @@ static void case_used(void)
 			     strsignal(sigs[i]));
 	}
 	expect_ofi_mrs(ctx, 1, "after the first ferry_mr_pack");
-	self_connect(ctx, "ofi+tcp://127.0.0.1:0", &l, &cep, &sep);
-	ofi_write_into(ctx, mr, region, cep);
-	ferry_ep_close(cep);
-	ferry_ep_close(sep);
-	ferry_listener_close(l);
-	CHECK(ferry_mr_dereg(mr));
-	ferry_ctx_destroy(ctx);
+	write_over_ofi_and_destroy(ctx, mr, region, "with a connection over ofi+tcp");
 
 	/* First use by a URI: listening on ofi+tcp opens it. */
 	CHECK(ferry_ctx_create(NULL, &ctx));
 	CHECK(ferry_mr_reg(ctx, region2, sizeof(region2), FERRY_ACCESS_REMOTE_WRITE, &mr));
 	if (ferry_stats_get(ctx, "ofi", &st) != FERRY_ENOENT)
 		FAIL("the ofi provider opened with the second context");
-	self_connect(ctx, "ofi+tcp://127.0.0.1:0", &l, &cep, &sep);
-	expect_ofi_mrs(ctx, 1, "after listening on ofi+tcp");
-	ofi_write_into(ctx, mr, region2, cep);
-	ferry_ep_close(cep);
-	ferry_ep_close(sep);
-	ferry_listener_close(l);
-	CHECK(ferry_mr_dereg(mr));
-	ferry_ctx_destroy(ctx);
+	write_over_ofi_and_destroy(ctx, mr, region2, "after listening on ofi+tcp");
 
 	struct ferry_provider_info oi = ofi_info();
 	if (oi.status != 0 || !strstr(oi.detail, "ofi+tcp: ok"))
