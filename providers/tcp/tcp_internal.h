@@ -42,7 +42,8 @@
 #define FERRYI_TCP_STAGE_SIZE (64u * 1024u)
 /* Staging buffers an instance keeps for reuse (progress is single-threaded). */
 #define FERRYI_TCP_STAGE_SPARE 8u
-/* At most this many bytes per recv()/sendmsg() call (the kernel caps near 2 GiB). */
+/* At most this many bytes per sendmsg() call (the kernel caps near 2 GiB); a recv()
+ * takes at most the receive budget. */
 #define FERRYI_TCP_IO_CHUNK (1ull << 30)
 /*
  * Bytes moved per readiness callback before yielding: everything runs under the ctx
