@@ -1029,9 +1029,10 @@ static void tcp_rx_eof(struct ferry_ep *ep)
 
 /*
  * One receive call. With a payload destination and an empty stage, reads straight
- * into the destination, at most budget bytes, with the stage as overflow. Returns
- * the bytes read, 0 on EAGAIN, -1 when the endpoint failed. *asked is the space
- * offered.
+ * into the destination, at most budget bytes; the stage takes what follows the
+ * payload only when the call may reach its end (else payload bytes would land in the
+ * stage and be copied out again). Returns the bytes read, 0 on EAGAIN, -1 when the
+ * endpoint failed. *asked is the space offered.
  *
  * The budget bounds each call, not only the pass: a socket whose buffer has grown to
  * tens of MiB would otherwise hand them over in one call, the window the peer waits
@@ -1059,10 +1060,13 @@ static ssize_t tcp_rx_read(struct ferry_ep *ep, uint64_t budget, uint64_t *asked
 		iov[niov].iov_len = (size_t)direct;
 		niov++;
 	}
-	iov[niov].iov_base = te->stage + te->re;
-	iov[niov].iov_len = FERRYI_TCP_STAGE_SIZE - te->re;
-	niov++;
-	*asked = direct + (FERRYI_TCP_STAGE_SIZE - te->re);
+	*asked = direct;
+	if (direct == te->rx_left || niov == 0) {
+		iov[niov].iov_base = te->stage + te->re;
+		iov[niov].iov_len = FERRYI_TCP_STAGE_SIZE - te->re;
+		niov++;
+		*asked += FERRYI_TCP_STAGE_SIZE - te->re;
+	}
 
 	memset(&mh, 0, sizeof(mh));
 	mh.msg_iov = iov;
