@@ -146,7 +146,12 @@ void ferryi_mr_unref(struct ferry_mr *mr)
 	free(mr);
 }
 
-/* Fails the endpoints still moving data through a dead region (ctx lock held). */
+/*
+ * Fails the endpoints still moving data through a dead region (ctx lock held). Their
+ * teardown, where providers give their uses back (ep_close), runs at the end of this
+ * call or pass, as every close does: a cached region dies inside a look-up, and that
+ * may be a post on one of these endpoints, with its op half built.
+ */
 static void mr_fail_users(struct ferry_mr *mr, const char *why)
 {
 	struct ferryi_list_node *n, *t;
@@ -154,7 +159,6 @@ static void mr_fail_users(struct ferry_mr *mr, const char *why)
 		struct ferryi_mr_use *use = ferryi_container_of(n, struct ferryi_mr_use, link);
 		ferryi_ep_failed(use->ep, FERRY_EBADKEY, why);
 	}
-	ferryi_process_closes(mr->ctx); /* providers give their uses back in ep_close */
 }
 
 /* Internal regions are deregistered from inside progress: never waits. */

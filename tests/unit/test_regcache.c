@@ -3,8 +3,8 @@
  * page-granular hits and misses, access as part of the match, the entry and byte
  * bounds with LRU eviction, entries in use never evicted, invalidation by munmap,
  * madvise(MADV_DONTNEED) and mremap (counted before the call returns), the rendezvous
- * staleness scenario end to end, and the monitor thread racing look-ups (label
- * `threads`, run under ThreadSanitizer in CI).
+ * staleness scenario end to end, a dead region a peer still holds, and the monitor
+ * thread racing look-ups (label `threads`, run under ThreadSanitizer in CI).
  *
  * Tests skip when userfaultfd is unavailable here (the cache then turns itself off).
  */
@@ -419,6 +419,59 @@ static void test_rendezvous_stale(void **state)
 	munmap(sbuf, len);
 }
 
+/*
+ * A peer still holds a cached region (as libfabric's checked reads do, RMA_REQ to
+ * RMA_DONE) when its memory is unmapped; the next look-up, inside a post on that very
+ * endpoint, deregisters it and fails the endpoint. The teardown must wait for the end
+ * of the call: run from inside the look-up, it completed the half-built send, which
+ * the post then discarded again (an op completed twice, the endpoint freed under a
+ * queued completion; found with a peer that never sent RMA_DONE, under ASan).
+ */
+static void test_dead_region_held_by_peer(void **state)
+{
+	(void)state;
+	struct mt_pair P;
+	memset(&P, 0, sizeof(P));
+	mt_pair_open(&P, NULL, NULL, true);
+	struct ferry_ctx *both[2] = { P.a, P.b };
+	if (mt_stats(P.a).reg_cache_state != FERRYI_RC_ON) {
+		mt_pair_destroy(&P);
+		skip();
+	}
+	mt_pair_connect(&P, 0, &P.ea, &P.eb);
+	size_t len = 16 * PG; /* above the mock's eager limit: rendezvous */
+	char *held = map(len);
+	char *sbuf = map(len);
+	struct ferryi_mr_use use;
+	void *ptr = NULL;
+
+	struct ferry_mr *mr = get(P.a, held, len, FERRY_ACCESS_REMOTE_READ);
+	ferryi_ctx_lock(P.a);
+	assert_int_equal(ferryi_mr_remote_get(P.ea, mr->key, 0, len, FERRY_ACCESS_REMOTE_READ,
+					      &use, &ptr), 0);
+	ferryi_ctx_unlock(P.a);
+	put(P.a, mr);
+	munmap(held, len);
+	assert_int_equal(mt_stats(P.a).reg_cache_invalidations, 1);
+
+	int rc = ferry_send(P.ea, sbuf, len, 1, NULL, NULL);
+	assert_true(rc == 0 || rc == FERRY_ENOTCONN);
+	struct ferry_completion c[4];
+	int n = mt_drain(ferry_ctx_cq(P.a), c, 4, both, 2);
+	assert_int_equal(n, rc == 0 ? 1 : 0);
+	if (n)
+		assert_int_equal(c[0].status, FERRY_EBADKEY);
+	struct ferry_stats st = mt_stats(P.a);
+	assert_int_equal(st.ops_posted, st.ops_completed);
+	assert_int_equal(st.eps_failed, 1);
+
+	ferryi_ctx_lock(P.a);
+	ferryi_mr_remote_put(&use);
+	ferryi_ctx_unlock(P.a);
+	mt_pair_close(&P);
+	munmap(sbuf, len);
+}
+
 /* The monitor thread against look-ups from two threads (ThreadSanitizer). */
 struct race_arg {
 	struct ferry_ctx *ctx;
@@ -597,6 +650,7 @@ int main(void)
 		cmocka_unit_test_setup(test_inval_mremap, setup),
 		cmocka_unit_test_setup(test_inval_neighbour, setup),
 		cmocka_unit_test_setup(test_rendezvous_stale, setup),
+		cmocka_unit_test_setup(test_dead_region_held_by_peer, setup),
 		cmocka_unit_test_setup(test_monitor_race, setup),
 		cmocka_unit_test_setup(test_fork_child, setup),
 		cmocka_unit_test_setup(test_unavailable, setup),
