@@ -455,8 +455,8 @@ int ferryi_progress_hooks_locked(struct ferry_ctx *ctx, uint64_t now)
 		if (ctx->provs[i]->prov->progress)
 			events += ctx->provs[i]->prov->progress(ctx->provs[i]);
 	ferryi_timers_run(ctx, now);
+	ferryi_regcache_progress(ctx); /* a dead region fails its users: closed just below */
 	ferryi_process_closes(ctx);
-	ferryi_regcache_progress(ctx);
 	/* Keep the exported fd readable while completions wait to be polled. */
 	if (atomic_load_explicit(&ctx->fd_exported, memory_order_relaxed) &&
 	    ferryi_cqs_nonempty(ctx))

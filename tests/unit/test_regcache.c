@@ -472,6 +472,56 @@ static void test_dead_region_held_by_peer(void **state)
 	munmap(sbuf, len);
 }
 
+/*
+ * The same dead region found by a progress pass (the context deregisters what the
+ * monitor dropped): the pass closes the endpoints it failed before it returns, so a
+ * thread about to sleep in ferry_cq_wait finds their ops' completions instead of
+ * sleeping past them.
+ */
+static void test_dead_region_closed_in_pass(void **state)
+{
+	(void)state;
+	struct mt_pair P;
+	memset(&P, 0, sizeof(P));
+	mt_pair_open(&P, NULL, NULL, true);
+	struct ferry_ctx *both[2] = { P.a, P.b };
+	if (mt_stats(P.a).reg_cache_state != FERRYI_RC_ON) {
+		mt_pair_destroy(&P);
+		skip();
+	}
+	mt_pair_connect(&P, 0, &P.ea, &P.eb);
+	char *held = map(4 * PG);
+	char rbuf[64];
+	struct ferryi_mr_use use;
+	void *ptr = NULL;
+
+	struct ferry_mr *mr = get(P.a, held, 4 * PG, FERRY_ACCESS_REMOTE_READ);
+	ferryi_ctx_lock(P.a);
+	assert_int_equal(ferryi_mr_remote_get(P.ea, mr->key, 0, PG, FERRY_ACCESS_REMOTE_READ,
+					      &use, &ptr), 0);
+	ferryi_ctx_unlock(P.a);
+	put(P.a, mr);
+	assert_int_equal(ferry_recv(P.ea, rbuf, sizeof(rbuf), 1, ~0ull, NULL, NULL), 0);
+	munmap(held, 4 * PG);
+
+	struct ferry_cq *cq = ferry_ctx_cq(P.a);
+	ferryi_ctx_lock(P.a);
+	(void)ferryi_progress_hooks_locked(P.a, ferryi_now_ns(P.a));
+	bool none_queued = ferryi_list_empty(&P.a->closing);
+	uint32_t waiting = ferryi_cq_count(cq);
+	ferryi_ctx_unlock(P.a);
+	assert_true(none_queued);
+	assert_int_equal(waiting, 1);
+	struct ferry_completion c;
+	assert_int_equal(mt_poll1(cq, &c, both, 2), 1);
+	assert_int_equal(c.status, FERRY_EBADKEY);
+
+	ferryi_ctx_lock(P.a);
+	ferryi_mr_remote_put(&use);
+	ferryi_ctx_unlock(P.a);
+	mt_pair_close(&P);
+}
+
 /* The monitor thread against look-ups from two threads (ThreadSanitizer). */
 struct race_arg {
 	struct ferry_ctx *ctx;
@@ -651,6 +701,7 @@ int main(void)
 		cmocka_unit_test_setup(test_inval_neighbour, setup),
 		cmocka_unit_test_setup(test_rendezvous_stale, setup),
 		cmocka_unit_test_setup(test_dead_region_held_by_peer, setup),
+		cmocka_unit_test_setup(test_dead_region_closed_in_pass, setup),
 		cmocka_unit_test_setup(test_monitor_race, setup),
 		cmocka_unit_test_setup(test_fork_child, setup),
 		cmocka_unit_test_setup(test_unavailable, setup),
