@@ -503,6 +503,8 @@ static void test_dead_region_closed_in_pass(void **state)
 	put(P.a, mr);
 	assert_int_equal(ferry_recv(P.ea, rbuf, sizeof(rbuf), 1, ~0ull, NULL, NULL), 0);
 	munmap(held, 4 * PG);
+	/* Read under the cache's lock: the monitor has dropped the entry (see above). */
+	assert_int_equal(mt_stats(P.a).reg_cache_invalidations, 1);
 
 	struct ferry_cq *cq = ferry_ctx_cq(P.a);
 	ferryi_ctx_lock(P.a);
