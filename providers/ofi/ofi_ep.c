@@ -526,7 +526,9 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 			cl->ep = NULL;
 	}
 	/* Transfers in flight either way, and nobody else uses this peer: cut it, so
-	 * that libfabric gives our buffers back and the peer stops using our regions. */
+	 * that libfabric gives our buffers back and the peer stops using our regions.
+	 * rxm 1.17 does not promise the second: a read response it already started may
+	 * still be sent from our memory after the cut (RELIABILITY.md, Known limits). */
 	bool moving = !ferryi_list_empty(&oep->holds);
 	ferryi_list_foreach_safe(&oep->rmas, n, t)
 		moving |= ferryi_container_of(n, struct ofi_rma, oep_link)->out > 0;
