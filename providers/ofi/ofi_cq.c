@@ -477,17 +477,8 @@ static int ofi_cq_drain(struct ofi_port *port, int *budget, bool until_empty)
 			bool rma = c && c->kind == OFI_CTX_RMA;
 			int status = ofi_status_from_cqe(port, &err, rma);
 			ofi_cqe_str(port, &err, why, sizeof(why));
-			/*
-			 * libfabric cancels what it still holds when we close the port, and,
-			 * on its own, the transfers and sends of a connection that broke (a
-			 * killed peer). Only the first is a cancellation of ours: an endpoint
-			 * failed with FERRY_ECANCELED would be taken for one we closed, whose
-			 * peer still answers, and wait for that answer (ofi_ep_close).
-			 */
-			if (err.err == FI_ECANCELED && status == FERRY_ECANCELED)
-				status = port->closing || !c || c->kind == OFI_CTX_RX
-						 ? FERRY_ECANCELED
-						 : FERRY_ECONNRESET;
+			if (err.err == FI_ECANCELED && port->closing)
+				status = FERRY_ECANCELED;
 			ofi_dispatch(port, err.op_context, err.len, status, why);
 			handled++;
 			(*budget)--;
