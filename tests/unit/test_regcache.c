@@ -370,19 +370,48 @@ static void test_inval_neighbour(void **state)
 	ferry_ctx_destroy(ctx);
 }
 
+/* A connected pair (ea on a, eb on b) whose context a caches; skips otherwise. */
+static void cache_pair(struct mt_pair *P)
+{
+	memset(P, 0, sizeof(*P));
+	mt_pair_open(P, NULL, NULL, true);
+	if (mt_stats(P->a).reg_cache_state != FERRYI_RC_ON) {
+		mt_pair_destroy(P);
+		skip();
+	}
+	mt_pair_connect(P, 0, &P->ea, &P->eb);
+}
+
+/*
+ * ea's peer holds len bytes of a cached remote-read region over buf, as libfabric's
+ * checked reads do (RMA_REQ to RMA_DONE), after the op that used it has ended.
+ */
+static void peer_hold(struct mt_pair *P, void *buf, size_t len, size_t held,
+		      struct ferryi_mr_use *use)
+{
+	void *ptr = NULL;
+	struct ferry_mr *mr = get(P->a, buf, len, FERRY_ACCESS_REMOTE_READ);
+	ferryi_ctx_lock(P->a);
+	assert_int_equal(ferryi_mr_remote_get(P->ea, mr->key, 0, held,
+					      FERRY_ACCESS_REMOTE_READ, use, &ptr), 0);
+	ferryi_ctx_unlock(P->a);
+	put(P->a, mr);
+}
+
+static void peer_release(struct mt_pair *P, struct ferryi_mr_use *use)
+{
+	ferryi_ctx_lock(P->a);
+	ferryi_mr_remote_put(use);
+	ferryi_ctx_unlock(P->a);
+}
+
 /* The staleness scenario over a rendezvous: new memory at the same address is sent. */
 static void test_rendezvous_stale(void **state)
 {
 	(void)state;
 	struct mt_pair P;
-	memset(&P, 0, sizeof(P));
-	mt_pair_open(&P, NULL, NULL, true);
+	cache_pair(&P);
 	struct ferry_ctx *both[2] = { P.a, P.b };
-	if (mt_stats(P.a).reg_cache_state != FERRYI_RC_ON) {
-		mt_pair_destroy(&P);
-		skip();
-	}
-	mt_pair_connect(&P, 0, &P.ea, &P.eb);
 	size_t len = 16 * PG + 123; /* above the mock's eager limit: rendezvous */
 	char *rbuf = malloc(len);
 	char *sbuf = map(len);
@@ -431,26 +460,14 @@ static void test_dead_region_held_by_peer(void **state)
 {
 	(void)state;
 	struct mt_pair P;
-	memset(&P, 0, sizeof(P));
-	mt_pair_open(&P, NULL, NULL, true);
+	cache_pair(&P);
 	struct ferry_ctx *both[2] = { P.a, P.b };
-	if (mt_stats(P.a).reg_cache_state != FERRYI_RC_ON) {
-		mt_pair_destroy(&P);
-		skip();
-	}
-	mt_pair_connect(&P, 0, &P.ea, &P.eb);
 	size_t len = 16 * PG; /* above the mock's eager limit: rendezvous */
 	char *held = map(len);
 	char *sbuf = map(len);
 	struct ferryi_mr_use use;
-	void *ptr = NULL;
 
-	struct ferry_mr *mr = get(P.a, held, len, FERRY_ACCESS_REMOTE_READ);
-	ferryi_ctx_lock(P.a);
-	assert_int_equal(ferryi_mr_remote_get(P.ea, mr->key, 0, len, FERRY_ACCESS_REMOTE_READ,
-					      &use, &ptr), 0);
-	ferryi_ctx_unlock(P.a);
-	put(P.a, mr);
+	peer_hold(&P, held, len, len, &use);
 	munmap(held, len);
 	assert_int_equal(mt_stats(P.a).reg_cache_invalidations, 1);
 
@@ -465,9 +482,7 @@ static void test_dead_region_held_by_peer(void **state)
 	assert_int_equal(st.ops_posted, st.ops_completed);
 	assert_int_equal(st.eps_failed, 1);
 
-	ferryi_ctx_lock(P.a);
-	ferryi_mr_remote_put(&use);
-	ferryi_ctx_unlock(P.a);
+	peer_release(&P, &use);
 	mt_pair_close(&P);
 	munmap(sbuf, len);
 }
@@ -482,25 +497,13 @@ static void test_dead_region_closed_in_pass(void **state)
 {
 	(void)state;
 	struct mt_pair P;
-	memset(&P, 0, sizeof(P));
-	mt_pair_open(&P, NULL, NULL, true);
+	cache_pair(&P);
 	struct ferry_ctx *both[2] = { P.a, P.b };
-	if (mt_stats(P.a).reg_cache_state != FERRYI_RC_ON) {
-		mt_pair_destroy(&P);
-		skip();
-	}
-	mt_pair_connect(&P, 0, &P.ea, &P.eb);
 	char *held = map(4 * PG);
 	char rbuf[64];
 	struct ferryi_mr_use use;
-	void *ptr = NULL;
 
-	struct ferry_mr *mr = get(P.a, held, 4 * PG, FERRY_ACCESS_REMOTE_READ);
-	ferryi_ctx_lock(P.a);
-	assert_int_equal(ferryi_mr_remote_get(P.ea, mr->key, 0, PG, FERRY_ACCESS_REMOTE_READ,
-					      &use, &ptr), 0);
-	ferryi_ctx_unlock(P.a);
-	put(P.a, mr);
+	peer_hold(&P, held, 4 * PG, PG, &use);
 	assert_int_equal(ferry_recv(P.ea, rbuf, sizeof(rbuf), 1, ~0ull, NULL, NULL), 0);
 	munmap(held, 4 * PG);
 	/* Read under the cache's lock: the monitor has dropped the entry (see above). */
@@ -518,9 +521,7 @@ static void test_dead_region_closed_in_pass(void **state)
 	assert_int_equal(mt_poll1(cq, &c, both, 2), 1);
 	assert_int_equal(c.status, FERRY_EBADKEY);
 
-	ferryi_ctx_lock(P.a);
-	ferryi_mr_remote_put(&use);
-	ferryi_ctx_unlock(P.a);
+	peer_release(&P, &use);
 	mt_pair_close(&P);
 }
 
