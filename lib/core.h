@@ -201,6 +201,10 @@ enum ferryi_msg_flags {
 	FERRYI_MSGF_RNDV_OFFSET = 1u << 1, /* RTS: {size, offset, rkey} rather than
 					      {size, rkey}: the payload starts at offset
 					      in the region (negotiated)                 */
+	FERRYI_MSGF_RNDV_GRANTED = 1u << 2, /* RTS: the sender's provider holds the region
+					       for this read from the announce to the
+					       finish, so the read needs no request first
+					       (providers with rndv_grant)              */
 };
 
 /* What each side advertises in its provider's handshake. */
@@ -264,6 +268,10 @@ struct ferryi_op {
 	bool key_lent;                     /* read: the peer sent op->rkey for this very
 					      read (rendezvous) and keeps its region
 					      until our finish                         */
+	bool key_granted;                  /* read: key_lent, and the peer's provider
+					      already holds the region for it
+					      (FERRYI_MSGF_RNDV_GRANTED)                */
+	uint64_t grant_id;                 /* read: key_granted: the sender's op id   */
 	bool receiving;                    /* recv: a provider is writing its buffer   */
 	/* rendezvous */
 	struct ferryi_op *rndv_peer;       /* recv <-> its internal read, either way   */
@@ -272,6 +280,8 @@ struct ferryi_op {
 	bool rndv_rts_done;                /* sender: the announce went out            */
 	bool rndv_fin;                     /* sender: the peer's finish arrived        */
 	bool rndv_gone_wait;               /* sender, closed: completes at ep gone     */
+	bool rndv_granted;                 /* sender: the provider holds rndv_mr for the
+					      peer's read until rndv_release          */
 	int rndv_status;                   /* sender: status the finish carried        */
 	/* provider scratch: whatever the owning provider needs per op */
 	uint64_t prov[12];
@@ -464,6 +474,8 @@ int ferryi_mr_remote_get(struct ferry_ep *ep, uint64_t key, uint64_t offset,
 			 uint64_t len, unsigned access, struct ferryi_mr_use *use,
 			 void **ptr);
 void ferryi_mr_remote_put(struct ferryi_mr_use *use);
+/* Holds our own region mr for a transfer by ep's peer, as ferryi_mr_remote_get does. */
+void ferryi_mr_remote_hold(struct ferry_ep *ep, struct ferry_mr *mr, struct ferryi_mr_use *use);
 
 /* Checks [offset, offset+len) against a region length without overflow. */
 static inline bool ferryi_range_ok(uint64_t region_len, uint64_t offset, uint64_t len)

@@ -48,6 +48,7 @@ struct ferryi_uxmsg {
 	/* RTS */
 	uint64_t sender_id;
 	uint64_t offset;             /* of the payload in the sender's region */
+	bool granted;                /* FERRYI_MSGF_RNDV_GRANTED                */
 	struct ferry_rkey *rkey;
 	uint64_t charge;             /* bytes counted against the budget      */
 	max_align_t data[];          /* eager payload                         */

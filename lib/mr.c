@@ -256,17 +256,22 @@ int ferryi_mr_remote_get(struct ferry_ep *ep, uint64_t key, uint64_t offset, uin
 			    mr->len);
 		goto refused;
 	}
-	use->mr = mr;
-	use->ep = ep;
-	ferryi_list_push_back(&mr->users, &use->link);
-	mr->remote_users++;
-	ferryi_mr_ref(mr);
+	ferryi_mr_remote_hold(ep, mr, use);
 	*ptr = (char *)mr->addr + offset;
 	return 0;
 refused:
 	ep->pi->stats.rkey_refusals++;
 	use->mr = NULL;
 	return rc;
+}
+
+void ferryi_mr_remote_hold(struct ferry_ep *ep, struct ferry_mr *mr, struct ferryi_mr_use *use)
+{
+	use->mr = mr;
+	use->ep = ep;
+	ferryi_list_push_back(&mr->users, &use->link);
+	mr->remote_users++;
+	ferryi_mr_ref(mr);
 }
 
 void ferryi_mr_remote_put(struct ferryi_mr_use *use)

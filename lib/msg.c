@@ -12,6 +12,9 @@
  *   receiver: matches RTS to a receive, reads the payload straight into the receive
  *            buffer with the provider's one-sided read, then sends FIN {op id, status}
  *   sender: completes on FIN. The send op (and so the endpoint) stays held throughout.
+ * A provider whose target must be asked before each read (ofi) may instead grant the
+ * read with the announce (rndv_grant, FERRYI_MSGF_RNDV_GRANTED): it holds the region
+ * until the FIN, and the reader reads at once.
  * When data is moving and a deadline passes, the transfer cannot be abandoned alone:
  * the endpoint fails instead, and every op on it completes with the timeout.
  */
@@ -136,9 +139,19 @@ static void op_release(struct ferryi_op *op)
 }
 
 /* An op that was never handed over: undo the post, report nothing. */
+/* The announce of a granted rendezvous never left, or its finish came: no more reads. */
+static void rndv_ungrant(struct ferryi_op *op)
+{
+	if (!op->rndv_granted)
+		return;
+	op->rndv_granted = false;
+	op->ep->pi->prov->rndv_release(op->ep, op);
+}
+
 static void op_discard(struct ferryi_op *op)
 {
 	struct ferry_ep *ep = op->ep;
+	rndv_ungrant(op);
 	if (!op->internal)
 		ferryi_cq_unreserve(op->cq);
 	op_release(op);
@@ -202,6 +215,20 @@ static void rndv_send_maybe_done(struct ferryi_op *op)
 		ferryi_op_complete(op, op->rndv_status);
 }
 
+/*
+ * A closed endpoint's rendezvous send whose region a peer may read (a provider holds
+ * it for the peer's transfer or grant): it ends when the provider has let go of the
+ * endpoint, because a fabric may still be sending the read's answer out of the
+ * buffer, which is the application's only after that.
+ */
+static bool rndv_send_read_by_peer(const struct ferryi_op *op)
+{
+	const struct ferry_ep *ep = op->ep;
+	return op->type == FERRY_OP_SEND && !op->internal && op->rndv_mr &&
+	       op->rndv_mr->remote_users && ep->state != FERRYI_EP_CONNECTED &&
+	       !ep->provider_gone;
+}
+
 void ferryi_op_done(struct ferryi_op *op, int status)
 {
 	if (!op->provider_owned) {
@@ -210,10 +237,18 @@ void ferryi_op_done(struct ferryi_op *op, int status)
 		return;
 	}
 	op->provider_owned = false;
-	if (op->rndv_mr && status == 0 && op->type == FERRY_OP_SEND && !op->internal) {
-		op->rndv_rts_done = true; /* now wait for the receiver's finish */
-		rndv_send_maybe_done(op);
-		return;
+	if (op->rndv_mr && op->type == FERRY_OP_SEND && !op->internal) {
+		if (status == 0) {
+			op->rndv_rts_done = true; /* now wait for the receiver's finish */
+			rndv_send_maybe_done(op);
+			return;
+		}
+		/* A closing provider ends the announce, which may have left already: as
+		 * in ferryi_ep_fail_core_ops, a peer's read keeps the send. */
+		if (rndv_send_read_by_peer(op)) {
+			op->rndv_gone_wait = true;
+			return;
+		}
 	}
 	ferryi_op_complete(op, status);
 }
@@ -363,6 +398,7 @@ static void credit_drain(struct ferry_ep *ep)
 		int rc = ep->pi->prov->send(ep, op);
 		if (rc < 0) {
 			op->provider_owned = false;
+			rndv_ungrant(op);
 			ferryi_op_complete(op, rc);
 		}
 	}
@@ -454,6 +490,16 @@ int ferry_send(struct ferry_ep *ep, const void *buf, size_t len, uint64_t tag, v
 		op->msg.type = FERRYI_MSG_RTS;
 		op->buf = op->rndv_pack;
 		op->len = hdr + pack_len;
+		/*
+		 * A send with a deadline must be able to end without the reader, so its
+		 * reads are asked for one by one; without one, the announce can grant
+		 * the read (the hold ends with the finish or the endpoint).
+		 */
+		if (!(attr && attr->timeout_ms) && ep->pi->prov->rndv_grant &&
+		    ep->pi->prov->rndv_grant(ep, op) == 0) {
+			op->rndv_granted = true;
+			op->msg.flags |= FERRYI_MSGF_RNDV_GRANTED;
+		}
 	}
 	uint64_t id = ferryi_op_id(op);
 	if (!ferryi_list_empty(&ep->credit_wait) || !credit_take(ep, op)) {
@@ -525,7 +571,7 @@ static void rndv_read_done(struct ferryi_op *rop, int status)
 }
 
 static void rndv_start(struct ferryi_op *recv, uint64_t size, uint64_t offset,
-		       uint64_t sender_id, struct ferry_rkey *rkey)
+		       uint64_t sender_id, struct ferry_rkey *rkey, bool granted)
 {
 	struct ferry_ep *ep = recv->ep;
 	struct ferry_ctx *ctx = ep->ctx;
@@ -549,6 +595,8 @@ static void rndv_start(struct ferryi_op *recv, uint64_t size, uint64_t offset,
 	rop->rkey = rkey;
 	rop->remote_offset = offset;
 	rop->key_lent = true;
+	rop->key_granted = granted;
+	rop->grant_id = sender_id;
 	rkey = NULL;
 	rop->done_fn = rndv_read_done;
 	rop->rndv_peer = recv;
@@ -665,10 +713,11 @@ int ferry_recv(struct ferry_ep *ep, void *buf, size_t len, uint64_t tag, uint64_
 			struct ferry_rkey *rk = ux->rkey;
 			uint64_t size = ux->len, sender = ux->sender_id, off = ux->offset;
 			uint64_t announce_len = ux->charge - FERRYI_EAGER_CHARGE;
+			bool granted = ux->granted;
 			op->tag = ux->tag;
 			ux->rkey = NULL;
 			ux_free(ep, ux);
-			rndv_start(op, size, off, sender, rk);
+			rndv_start(op, size, off, sender, rk, granted);
 			credit_return(ep, announce_len);
 		} else if (ux->complete) {
 			ux_deliver(op, ux);
@@ -821,10 +870,11 @@ static void rx_rts(struct ferry_ep *ep, struct ferryi_rx *rx)
 		ferryi_ep_failed(ep, FERRY_EPROTO, "rendezvous announce larger than its region");
 		return;
 	}
+	bool granted = rx->msg.flags & FERRYI_MSGF_RNDV_GRANTED;
 	struct ferryi_op *recv = recv_match(ep, rx->msg.tag);
 	if (recv) {
 		recv->tag = rx->msg.tag;
-		rndv_start(recv, size, off, rx->msg.aux, rk);
+		rndv_start(recv, size, off, rx->msg.aux, rk, granted);
 		credit_return(ep, rx->len);
 		return;
 	}
@@ -846,6 +896,7 @@ static void rx_rts(struct ferry_ep *ep, struct ferryi_rx *rx)
 	ux->len = size;
 	ux->sender_id = rx->msg.aux;
 	ux->offset = off;
+	ux->granted = granted;
 	ux->rkey = rk;
 	ux->charge = charge;
 	ep->unexpected_bytes += charge;
@@ -873,6 +924,7 @@ static void rx_fin(struct ferry_ep *ep, struct ferryi_rx *rx)
 			   (unsigned long long)rx->msg.aux);
 		return;
 	}
+	rndv_ungrant(op); /* the reader sends its finish when its read is over */
 	op->rndv_fin = true;
 	op->rndv_status = (int)st;
 	rndv_send_maybe_done(op);
@@ -1093,14 +1145,7 @@ void ferryi_ep_fail_core_ops(struct ferry_ep *ep, int status, bool keep_arrived)
 		struct ferryi_op *op = ferryi_container_of(n, struct ferryi_op, link);
 		if (op->provider_owned || op->completed)
 			continue;
-		/*
-		 * A rendezvous send whose region a peer is reading (a provider holds it for
-		 * the peer's transfer) ends when the provider has let go of the endpoint: a
-		 * fabric may still be sending the read's answer out of the buffer, which is
-		 * the application's only after that.
-		 */
-		if (op->type == FERRY_OP_SEND && op->rndv_mr && op->rndv_mr->remote_users &&
-		    !ep->provider_gone) {
+		if (rndv_send_read_by_peer(op)) {
 			op->rndv_gone_wait = true;
 			continue;
 		}

@@ -70,6 +70,11 @@ int ferryi_provider_check(const struct ferryi_provider *p)
 	NEED(mr_dereg);
 	NEED(mr_pack);
 #undef NEED
+	if (!p->rndv_grant != !p->rndv_release) {
+		ferryi_log(NULL, FERRY_LOG_ERROR, "provider %s: rndv_grant without rndv_release "
+			   "or the other way round", p->name);
+		return FERRY_EINVAL;
+	}
 	if (p->id == 0 || p->eager_max < 64)
 		return FERRY_EINVAL;
 	return 0;

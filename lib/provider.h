@@ -170,12 +170,26 @@ struct ferryi_provider {
 	 * the target side (the peer's provider) checks again against its own registry
 	 * with ferryi_mr_remote_get(). Transfers above the device's message size are
 	 * split by the provider. A read with op->key_lent is a rendezvous: the peer sent
-	 * the key for this very read and keeps the region until the core's finish, so a
+	 * the key for this very read. With op->key_granted as well, the peer's provider
+	 * granted it (rndv_grant) and holds the region until the core's finish, so a
 	 * provider that asks the target before moving data (ofi's checked protocol) need
 	 * not ask. Mandatory.
 	 */
 	int (*write)(struct ferry_ep *ep, struct ferryi_op *op);
 	int (*read)(struct ferry_ep *ep, struct ferryi_op *op);
+
+	/*
+	 * Rendezvous sends without a deadline, before their announce goes: return 0 to
+	 * hold op->rndv_mr for the peer's read from now until rndv_release (the peer's
+	 * finish arrived, or the announce never left), or a negative code to let the
+	 * peer ask for each read instead. A hold outlives the op when the endpoint closes
+	 * first: the provider then keeps it until the peer says it reads nothing more
+	 * (or the peer fails), as for the holds ferryi_mr_remote_get takes, and the core
+	 * completes such sends only when the provider lets go of the endpoint. Optional
+	 * (providers whose target answers reads itself, or whose reads need no request).
+	 */
+	int (*rndv_grant)(struct ferry_ep *ep, struct ferryi_op *op);
+	void (*rndv_release)(struct ferry_ep *ep, struct ferryi_op *op);
 
 	/* Registers/deregisters a region with this provider's devices. Mandatory. */
 	int (*mr_reg)(struct ferryi_prov_inst *pi, struct ferry_mr *mr);

@@ -91,9 +91,14 @@ enum ofi_kind {
 	OFI_K_BYE,         /* the sender's endpoint is gone; tag = reason               */
 	OFI_K_RMA_REQ,     /* checked one-sided op: may I? payload: rma request; credit */
 	OFI_K_RMA_ACK,     /* tag = status, aux = requester's op id, payload: hold id   */
-	OFI_K_RMA_DONE,    /* aux = hold id: the transfer is over                       */
+	OFI_K_RMA_DONE,    /* aux = hold id (tag OFI_DONE_GRANTED: the sender's op id
+			      of a granted read): the transfer is over                 */
+	OFI_K_READS_OVER,  /* the sender's endpoint closed and reads nothing more of
+			      ours: every hold of the connection ends (grants too)    */
 	OFI_K_MAX_,
 };
+
+#define OFI_DONE_GRANTED 1 /* RMA_DONE tag: aux names a grant, not a hold */
 
 /* What every libfabric context pointer we hand out starts with. */
 enum ofi_ctx_kind {
@@ -271,7 +276,9 @@ enum ofi_ep_state {
 /* A hold the peer has on one of our regions (checked one-sided ops, target side). */
 struct ofi_hold {
 	struct ferryi_list_node link;  /* oep->holds */
-	uint64_t id;
+	uint64_t id;                   /* granted: the send's op id; else our counter */
+	bool granted;                  /* taken with a rendezvous announce (rndv_grant):
+					  ends with its finish, not an RMA_DONE */
 	struct ferryi_mr_use use;
 };
 
@@ -297,9 +304,12 @@ struct ofi_ep {
 	uint64_t next_hold;
 	bool closing, gone;
 	bool bye_received;             /* the peer closed (alive: it answers)   */
+	bool bye_sent;                 /* we closed and told the peer           */
+	bool reads_over_sent;          /* ... and that our reads of it are over */
 	bool lingering;                /* closed, still in the conn map: the peer's
 					  RMA_DONEs release our holds (ofi_ep_close) */
 	struct ferryi_timer linger;    /* bounds that wait                      */
+	struct ferryi_timer reprobe;   /* after a failure: is the peer still there? */
 	struct ferryi_list_node linger_link; /* peer->lingering                 */
 	int close_reason;
 	struct ferryi_poll_handle probe; /* refused-connect probe, fd -1     */
@@ -453,6 +463,8 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful);
 int ofi_send(struct ferry_ep *ep, struct ferryi_op *op);
 int ofi_write(struct ferry_ep *ep, struct ferryi_op *op);
 int ofi_read(struct ferry_ep *ep, struct ferryi_op *op);
+int ofi_rndv_grant(struct ferry_ep *ep, struct ferryi_op *op);
+void ofi_rndv_release(struct ferry_ep *ep, struct ferryi_op *op);
 
 /* ofi_mr.c */
 int ofi_mr_reg(struct ferryi_prov_inst *pi, struct ferry_mr *mr);
@@ -566,6 +578,8 @@ int ofi_client_port(struct ofi_dom *dom, struct ofi_port **out);
 /* ofi_cm.c */
 void ofi_probe_stop(struct ofi_ep *oep);
 void ofi_probe_start(struct ofi_ep *oep);
+void ofi_linger_probe_start(struct ofi_ep *oep);
+void ofi_ep_linger_probed(struct ofi_ep *oep, int err);
 void ofi_on_connreq(struct ofi_port *port, const struct ofi_hdr *h, const uint8_t *pl,
 		    size_t plen);
 void ofi_on_connack(struct ofi_ep *oep, const uint8_t *pl, size_t plen);
@@ -592,11 +606,12 @@ int ofi_conn_add(struct ofi_inst *oi, struct ofi_ep *oep);
 void ofi_conn_del(struct ofi_inst *oi, struct ofi_ep *oep);
 void ofi_ep_up(struct ofi_ep *oep);
 void ofi_ep_maybe_gone(struct ofi_ep *oep);
-void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned);
+void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned, bool grants_too);
 /* Keeps a fabric object left open on purpose reachable for the process's life. */
 void ofi_keep_open(void *obj);
 /* The peer is dead or cut off: its lingering endpoints stop waiting for it. */
-void ofi_peer_end_lingering(struct ofi_port *port, struct ofi_peer *peer, bool orphaned);
+void ofi_peer_end_lingering(struct ofi_port *port, struct ofi_peer *peer, bool orphaned,
+			    bool grants_too);
 void ofi_ep_flush(struct ofi_ep *oep);
 
 #endif /* FERRY_OFI_H */

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #define OFI_HELLO_MAGIC 0x49464f46u /* "FOFI" */
-#define OFI_WIRE_VERSION 2
+#define OFI_WIRE_VERSION 3 /* 3: granted rendezvous reads, OFI_K_READS_OVER */
 #define OFI_HELLO_LEN 80
 
 struct ofi_hello {
@@ -132,6 +132,10 @@ void ofi_probe_stop(struct ofi_ep *oep)
 static void ofi_probe_result(struct ofi_ep *oep, int err)
 {
 	ofi_probe_stop(oep);
+	if (oep->lingering) {
+		ofi_ep_linger_probed(oep, err);
+		return;
+	}
 	if (oep->state != OFI_EP_REQ_SENT || oep->closing)
 		return;
 	if (err == ECONNREFUSED)
@@ -148,44 +152,71 @@ static void ofi_probe_ready(struct ferryi_poll_handle *h, uint32_t events)
 	(void)events;
 	if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
+	ofi_probe_result(oep, err); /* may free the endpoint when it lingered */
+}
+
+/* One plain TCP connect to the peer's fabric address; the result comes to
+ * ofi_probe_result. Only for tcp (shm has no address to probe, verbs its own). */
+static void ofi_probe_tcp(struct ofi_ep *oep)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)oep->peer->addr;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int err;
+	if (fd < 0) {
+		err = errno;
+	} else if (connect(fd, sa, (socklen_t)oep->peer->addrlen) == 0) {
+		err = 0;
+		close(fd);
+	} else if (errno != EINPROGRESS) {
+		err = errno;
+		close(fd);
+	} else {
+		oep->probe.fd = fd;
+		oep->probe.events = EPOLLOUT;
+		oep->probe.fn = ofi_probe_ready;
+		oep->probe.cold = true; /* connection set-up only */
+		if (ferryi_poll_add(oep->ep->ctx, &oep->probe) == 0)
+			return;
+		err = errno ? errno : ENOMEM;
+		close(fd);
+	}
+	oep->probe.fd = -1;
 	ofi_probe_result(oep, err);
+}
+
+static bool ofi_probe_inet(const struct ofi_ep *oep)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)oep->peer->addr;
+	return !oep->port->dom->is_shm && oep->peer->addrlen >= sizeof(struct sockaddr_in) &&
+	       (sa->sa_family == AF_INET || sa->sa_family == AF_INET6);
 }
 
 void ofi_probe_start(struct ofi_ep *oep)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)oep->peer->addr;
-	int fd;
-
-	if (oep->probed || oep->port->dom->is_shm ||
-	    oep->peer->addrlen < sizeof(struct sockaddr_in) ||
-	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+	if (oep->probed || !ofi_probe_inet(oep))
 		return;
 	oep->probed = true;
 	if (oep->port->dom->is_verbs) {
 		/* rdma_cm, not TCP: the listener's port lives in the RDMA port space. */
+		const struct sockaddr *sa = (const struct sockaddr *)oep->peer->addr;
 		ofi_cmprobe_start(oep, sa, oep->peer->addrlen);
 		return;
 	}
-	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return;
-	if (connect(fd, sa, (socklen_t)oep->peer->addrlen) == 0 || errno != EINPROGRESS) {
-		int err = errno;
-		close(fd);
-		if (err == ECONNREFUSED || err == ENETUNREACH || err == EHOSTUNREACH) {
-			oep->probe.fd = -1;
-			ofi_probe_result(oep, err);
-		}
-		return;
-	}
-	oep->probe.fd = fd;
-	oep->probe.events = EPOLLOUT;
-	oep->probe.fn = ofi_probe_ready;
-	oep->probe.cold = true; /* connection set-up only */
-	if (ferryi_poll_add(oep->ep->ctx, &oep->probe) < 0) {
-		close(fd);
-		oep->probe.fd = -1;
-	}
+	ofi_probe_tcp(oep);
+}
+
+/*
+ * An endpoint that failed while the peer's reads of our memory were granted or under
+ * way waits for the peer's READS_OVER (ofi_ep_close). rxm reports a peer that died
+ * only as transfers it cancelled, which it also does on connections that still carry
+ * read responses, so that is no proof; a refused connect to the peer's fabric address
+ * is: its fabric endpoint, which alone could read our memory, is closed. On tcp only
+ * (may free the endpoint, through ofi_ep_linger_probed).
+ */
+void ofi_linger_probe_start(struct ofi_ep *oep)
+{
+	if (ofi_probe_inet(oep) && !oep->port->dom->is_verbs)
+		ofi_probe_tcp(oep);
 }
 
 static void ofi_peer_uri(struct ofi_port *port, const uint8_t *addr, size_t len, char *uri,

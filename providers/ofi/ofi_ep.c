@@ -53,13 +53,18 @@
  * -> the target checks it with ferryi_mr_remote_get() and holds the region -> RMA_ACK
  * {status, hold id} -> the transfer -> RMA_DONE releases the hold. With
  * FERRY_OFI_RMA_CHECK=0 the fabric's own checks are trusted (one round trip less).
- * The core's rendezvous reads are checked always: the hold is how the target knows
- * its buffer is being read (libfabric answers a read from the sender's memory
- * without us), and the check refuses a read once the send has ended.
+ * The core's rendezvous reads need the target to know when its buffer is read
+ * (libfabric answers a read from the sender's memory without us): a send without a
+ * deadline grants the read with its announce (ofi_rndv_grant: a hold taken at once,
+ * released by the core's finish), so the reader reads at once; the reads of a send
+ * with a deadline are checked, so that a request after the deadline is refused.
  *
  * Holds and close: a closing endpoint keeps the peer's holds while the peer still
  * answers (we closed, it closed, or a deadline), in the connection map, until the
- * peer's RMA_DONEs (up to the handshake timeout); only then is it gone, and only then
+ * peer's RMA_DONEs (up to the handshake timeout); grants, whatever ended the
+ * connection, until the peer's READS_OVER (sent by a closed endpoint once its reads
+ * are back), a refused connect to the peer's address (ofi_linger_probe_start) or the
+ * handshake timeout; only then is it gone, and only then
  * does the core complete the sends whose buffers they are. A peer that failed (dead,
  * broken connection) ends every such wait of its endpoints at once.
  *
@@ -74,11 +79,14 @@
 #define _GNU_SOURCE
 #include "ofi.h"
 
+#include <errno.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void ofi_ep_linger_end(struct ferryi_timer *t);
+static void ofi_ep_reprobe(struct ferryi_timer *t);
 
 void ofi_ep_init(struct ofi_ep *oep, struct ferry_ep *ep)
 {
@@ -88,6 +96,7 @@ void ofi_ep_init(struct ofi_ep *oep, struct ferry_ep *ep)
 	ferryi_list_init(&oep->rmas);
 	ferryi_list_init(&oep->holds);
 	ferryi_timer_init(&oep->linger, ofi_ep_linger_end);
+	ferryi_timer_init(&oep->reprobe, ofi_ep_reprobe);
 	ferryi_node_init(&oep->blocked_link);
 	oep->rx_granted = OFI_CREDITS;
 	oep->probe.fd = -1;
@@ -128,8 +137,10 @@ static void ofi_ep_stop_lingering(struct ofi_ep *oep)
 {
 	if (!oep->lingering)
 		return;
+	ofi_probe_stop(oep);
 	oep->lingering = false;
 	ferryi_timer_cancel(oep->ep->ctx, &oep->linger);
+	ferryi_timer_cancel(oep->ep->ctx, &oep->reprobe);
 	ferryi_list_remove(&oep->linger_link);
 	ofi_conn_del(oep->port->dom->inst, oep);
 }
@@ -149,8 +160,16 @@ void ofi_ep_maybe_gone(struct ofi_ep *oep)
 	struct ferry_ep *ep = oep->ep;
 	struct ofi_port *port = oep->port;
 
-	if (!oep->closing || oep->gone || !ferryi_list_empty(&oep->rmas) ||
-	    !ferryi_list_empty(&oep->holds))
+	if (!oep->closing || oep->gone || !ferryi_list_empty(&oep->rmas))
+		return;
+	if (oep->bye_sent && !oep->reads_over_sent) {
+		/* The peer's grants of reads to us, and any hold it keeps for a read of
+		 * ours, end here: nothing of its memory is read by us any more. */
+		oep->reads_over_sent = true;
+		(void)ofi_ctl_queue(port, oep->peer, NULL, OFI_K_READS_OVER, oep->remote_conn, 0,
+				    0, NULL, 0);
+	}
+	if (!ferryi_list_empty(&oep->holds))
 		return;
 	ofi_ep_stop_lingering(oep);
 	oep->gone = true;
@@ -331,8 +350,12 @@ static void ofi_rx_handle(struct ofi_port *port, const uint8_t *b, size_t len)
 	}
 	struct ferryi_hnode *hn = ferryi_hmap_find(&oi->conns, h.dst);
 	oep = hn ? ferryi_container_of(hn, struct ofi_ep, hnode) : NULL;
-	if (oep && oep->port == port && oep->lingering && h.kind == OFI_K_RMA_DONE) {
-		ofi_on_rma_done(oep, &h);
+	if (oep && oep->port == port && oep->lingering &&
+	    (h.kind == OFI_K_RMA_DONE || h.kind == OFI_K_READS_OVER)) {
+		if (h.kind == OFI_K_RMA_DONE)
+			ofi_on_rma_done(oep, &h);
+		else
+			ofi_ep_drop_holds(oep, false, true);
 		ofi_ep_maybe_gone(oep); /* may free the endpoint */
 		return;
 	}
@@ -407,6 +430,11 @@ static void ofi_rx_handle(struct ofi_port *port, const uint8_t *b, size_t len)
 		ofi_on_rma_done(oep, &h);
 		ofi_ep_flush(oep);
 		return;
+	case OFI_K_READS_OVER:
+		/* Its goodbye came first: our close, due at the end of this pass, need
+		 * not wait for reads of our memory. */
+		ofi_ep_drop_holds(oep, false, true);
+		return;
 	default:
 		ferryi_ep_failed(ep, FERRY_EPROTO, "unknown message kind");
 		return;
@@ -451,13 +479,22 @@ int ofi_send(struct ferry_ep *ep, struct ferryi_op *op)
 	return 0;
 }
 
-/* Gives back the peer's holds; orphaned: libfabric may still use the regions. */
-void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned)
+/*
+ * Gives back the peer's holds. A failed or cut connection ends the reads the peer
+ * asked for (as far as rxm lets us know), but not its grants: a peer that is still
+ * there may read those yet, over a new connection, so they end only when it says it
+ * reads nothing more, when it is shown gone, or at the handshake timeout (grants_too).
+ * orphaned: libfabric may still use the regions.
+ */
+void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned, bool grants_too)
 {
-	struct ferryi_list_node *n;
+	struct ferryi_list_node *n, *t;
 	unsigned count = 0;
-	while ((n = ferryi_list_pop_front(&oep->holds))) {
+	ferryi_list_foreach_safe(&oep->holds, n, t) {
 		struct ofi_hold *hold = ferryi_container_of(n, struct ofi_hold, link);
+		if (hold->granted && !grants_too)
+			continue;
+		ferryi_list_remove(&hold->link);
 		ferryi_mr_remote_put(&hold->use);
 		free(hold);
 		count++;
@@ -466,14 +503,18 @@ void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned)
 		oep->port->orphan_holds += count; /* the port keeps its fabric endpoint */
 }
 
-void ofi_peer_end_lingering(struct ofi_port *port, struct ofi_peer *peer, bool orphaned)
+/* Drops the holds of the peer's lingering endpoints; those left with none are gone. */
+void ofi_peer_end_lingering(struct ofi_port *port, struct ofi_peer *peer, bool orphaned,
+			    bool grants_too)
 {
-	struct ferryi_list_node *n;
+	struct ferryi_list_node *n, *t;
 	peer->refs++; /* the last endpoint going must not free it under the loop */
-	while ((n = ferryi_list_first(&peer->lingering))) {
+	ferryi_list_foreach_safe(&peer->lingering, n, t) {
 		struct ofi_ep *oep = ferryi_container_of(n, struct ofi_ep, linger_link);
+		ofi_ep_drop_holds(oep, orphaned, grants_too);
+		if (!ferryi_list_empty(&oep->holds))
+			continue; /* grants: wait on */
 		ofi_ep_stop_lingering(oep);
-		ofi_ep_drop_holds(oep, orphaned);
 		ofi_ep_maybe_gone(oep); /* may free the endpoint */
 	}
 	ofi_peer_put(port, peer);
@@ -488,8 +529,29 @@ static void ofi_ep_linger_end(struct ferryi_timer *t)
 				  "complete now, though libfabric may still read their buffers",
 		    oep->ep->peer);
 	ofi_ep_stop_lingering(oep);
-	ofi_ep_drop_holds(oep, true);
+	ofi_ep_drop_holds(oep, true, true);
 	ofi_ep_maybe_gone(oep); /* may free the endpoint */
+}
+
+static void ofi_ep_reprobe(struct ferryi_timer *t)
+{
+	ofi_linger_probe_start(ferryi_container_of(t, struct ofi_ep, reprobe));
+}
+
+void ofi_ep_linger_probed(struct ofi_ep *oep, int err)
+{
+	if (err != ECONNREFUSED) {
+		/* Somebody listens there (a dying process may still, for a moment): wait
+		 * on, and look again a probe interval later. */
+		struct ferry_ctx *ctx = oep->ep->ctx;
+		uint32_t ms = ferry_ctx_config(ctx)->probe_interval_ms;
+		ferryi_timer_arm(ctx, &oep->reprobe, ferryi_now_ns(ctx) +
+							    (uint64_t)(ms ? ms : 1000) * 1000000ull);
+		return;
+	}
+	FERRYI_INFO(oep->ep->ctx, "ofi: %s: nobody listens at the peer's address any more: "
+				  "it reads nothing more of ours", oep->ep->peer);
+	ofi_peer_end_lingering(oep->port, oep->peer, false, true); /* may free the endpoint */
 }
 
 void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
@@ -529,13 +591,17 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 	 * that libfabric gives our buffers back and the peer stops using our regions.
 	 * rxm 1.17 does not promise the second: a read response it already started may
 	 * still be sent from our memory after the cut (RELIABILITY.md, Known limits). */
-	bool moving = !ferryi_list_empty(&oep->holds);
+	bool moving = false;
+	ferryi_list_foreach_safe(&oep->holds, n, t)
+		moving |= !ferryi_container_of(n, struct ofi_hold, link)->granted;
 	ferryi_list_foreach_safe(&oep->rmas, n, t)
 		moving |= ferryi_container_of(n, struct ofi_rma, oep_link)->out > 0;
 	/*
-	 * The peer answers (it reads on, then says RMA_DONE) when we close, when it
-	 * closed, or after a deadline; any other failure (declared dead, a broken
-	 * connection, a protocol error) leaves nobody to wait for.
+	 * The peer answers (it reads on, then says RMA_DONE, and READS_OVER once its own
+	 * endpoint closed) when we close, when it closed, or after a deadline; any other
+	 * failure (declared dead, a broken connection, a protocol error) ends the reads it
+	 * asked for. Not its grants (ofi_ep_drop_holds): those wait for its READS_OVER,
+	 * a refused probe of its address, or the handshake timeout, whatever the reason.
 	 */
 	bool peer_answers = reason == FERRY_ECANCELED || reason == FERRY_ETIMEDOUT ||
 			    oep->bye_received;
@@ -545,21 +611,22 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 		FERRYI_DBG(ep->ctx, "ofi: closing %s mid-transfer: dropping its connection",
 			    ep->peer);
 		ofi_peer_cut(port, oep->peer);
-		ofi_ep_drop_holds(oep, false);
-		ofi_peer_end_lingering(port, oep->peer, false);
+		ofi_ep_drop_holds(oep, false, false);
+		ofi_peer_end_lingering(port, oep->peer, false, false);
 	} else if (!peer_answers || ferryi_ctx_destroying(ep->ctx)) {
 		/* Nobody to wait for, or no progress driven after a destroy: libfabric
 		 * sends nothing more from our memory. */
-		ofi_ep_drop_holds(oep, true);
+		bool destroying = ferryi_ctx_destroying(ep->ctx);
+		ofi_ep_drop_holds(oep, true, destroying);
 		if (!peer_answers)
-			ofi_peer_end_lingering(port, oep->peer, false);
+			ofi_peer_end_lingering(port, oep->peer, false, destroying);
 	}
 	/*
 	 * Otherwise the peer's reads of our regions may still be answered by libfabric,
 	 * which sends from our memory as the socket takes it (or, on shm, the peer copies
 	 * it). Their holds stay, and with them the sends whose buffers they are (the
-	 * core completes those when we are gone), until the peer's RMA_DONEs, for which
-	 * the connection stays known, or the handshake timeout.
+	 * core completes those when we are gone), until the peer's RMA_DONEs and
+	 * READS_OVER, for which the connection stays known, or the handshake timeout.
 	 */
 	if (ferryi_list_empty(&oep->holds)) {
 		ofi_conn_del(port->dom->inst, oep);
@@ -571,9 +638,11 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 				 ferryi_now_ns(ep->ctx) +
 					 (uint64_t)cfg->handshake_timeout_ms * 1000000ull);
 	}
-	if (talked && oep->remote_conn)
+	if (talked && oep->remote_conn) {
+		oep->bye_sent = true;
 		(void)ofi_ctl_queue(port, oep->peer, NULL, OFI_K_BYE, oep->remote_conn,
 				    (uint64_t)(int64_t)reason, 0, NULL, 0);
+	}
 
 	/* Queued ops never reached libfabric. */
 	while ((n = ferryi_list_pop_front(&oep->txq))) {
@@ -618,5 +687,9 @@ void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
 	if (!ferryi_list_empty(&oep->rmas))
 		FERRYI_DBG(ep->ctx, "ofi: endpoint %s closes once libfabric returns its one-sided "
 				    "operations", ep->peer);
+	/* A lingering endpoint has holds: maybe_gone leaves it. */
+	bool probe = oep->lingering && !graceful && !oep->bye_received;
 	ofi_ep_maybe_gone(oep);
+	if (probe)
+		ofi_linger_probe_start(oep); /* failed: is the peer still there? */
 }

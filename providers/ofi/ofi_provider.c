@@ -337,7 +337,7 @@ static void ofi_end_all_lingering(struct ofi_inst *oi)
 			ferryi_list_foreach_safe(&port->peers, n, t) {
 				struct ofi_peer *peer = ferryi_container_of(n, struct ofi_peer, link);
 				if (!ferryi_list_empty(&peer->lingering))
-					ofi_peer_end_lingering(port, peer, true);
+					ofi_peer_end_lingering(port, peer, true, true);
 			}
 			ofi_port_put(port);
 		}
@@ -427,6 +427,8 @@ const struct ferryi_provider ferryi_ofi_provider = {
 	.send = ofi_send,
 	.write = ofi_write,
 	.read = ofi_read,
+	.rndv_grant = ofi_rndv_grant,
+	.rndv_release = ofi_rndv_release,
 	.mr_reg = ofi_mr_reg,
 	.mr_dereg = ofi_mr_dereg,
 	.mr_pack = ofi_mr_pack,

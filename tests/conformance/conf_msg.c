@@ -586,6 +586,67 @@ static void test_msg_rndv_deadline_then_recv(void **state)
 	assert_true(in == 5);
 }
 
+/*
+ * A close must not wait out the handshake timeout for a peer that answers: on
+ * libfabric a rendezvous announce grants the peer's read, and the sender holds its
+ * buffer until the peer's finish or, when an endpoint closes first, until the peer's
+ * endpoint says it reads nothing more. The worlds of these tests wait up to 60 s for
+ * handshakes; each completion is awaited for at most CONF_WAIT_MS.
+ */
+static void long_handshake(struct ferry_config *cfg, bool server)
+{
+	(void)server;
+	cfg->handshake_timeout_ms = 60000;
+}
+
+/* A pair in c->w2 with a 1 MiB rendezvous send from *cep that nobody receives. */
+static void rndv_unread_pair(struct conf *c, uint64_t tag, struct ferry_ep **cep,
+			     struct ferry_ep **sep)
+{
+	enum { LEN = 1 << 20 };
+	uint8_t *s = conf_alloc(c, LEN);
+
+	conf_world_open_tweak(&c->w2, long_handshake);
+	conf_connect(&c->w2, 0, cep, sep);
+	conf_assert_rc(ferry_send(*cep, s, LEN, tag, s, NULL), 0);
+	conf_drive_for(&c->w2, 20); /* the announce reaches the receiver */
+}
+
+/* The sender closes with a rendezvous send the receiver never matched. */
+static void test_msg_rndv_sender_closes_unread(void **state)
+{
+	struct conf *c = *state;
+	struct ferry_ep *cep, *sep;
+	struct ferry_completion cmp;
+
+	rndv_unread_pair(c, 0x80, &cep, &sep);
+	ferry_ep_close(cep);
+	conf_wait(&c->w2, ferry_ctx_cq(c->w2.cli), &cmp, 1);
+	if (cmp.status != FERRY_ECANCELED)
+		conf_fail("unread rendezvous send at its endpoint's close: expected ECANCELED, "
+			  "got %s", conf_err(cmp.status));
+	conf_wait_ep_down(&c->w2, sep);
+	ferry_ep_close(sep);
+	conf_world_close(&c->w2, true);
+}
+
+/* The receiver closes with a rendezvous message it never received. */
+static void test_msg_rndv_receiver_closes_unread(void **state)
+{
+	struct conf *c = *state;
+	struct ferry_ep *cep, *sep;
+	struct ferry_completion cmp;
+
+	rndv_unread_pair(c, 0x81, &cep, &sep);
+	ferry_ep_close(sep);
+	conf_wait(&c->w2, ferry_ctx_cq(c->w2.cli), &cmp, 1);
+	if (cmp.status == 0)
+		conf_fail("a rendezvous send to a receiver that closed without receiving it "
+			  "succeeded");
+	ferry_ep_close(cep);
+	conf_world_close(&c->w2, true);
+}
+
 static void small_limits(struct ferry_config *cfg, bool server)
 {
 	if (server) {
@@ -940,6 +1001,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_msg_cq_wait, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_op_timeout, conf_setup_pair, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_rndv_deadline_then_recv, conf_setup_pair,
+						conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_rndv_sender_closes_unread, conf_setup_none,
+						conf_teardown),
+		cmocka_unit_test_setup_teardown(test_msg_rndv_receiver_closes_unread, conf_setup_none,
 						conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_peer_max_frame, conf_setup_none, conf_teardown),
 		cmocka_unit_test_setup_teardown(test_msg_unexpected_limit, conf_setup_none, conf_teardown),
