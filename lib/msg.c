@@ -138,7 +138,6 @@ static void op_release(struct ferryi_op *op)
 	}
 }
 
-/* An op that was never handed over: undo the post, report nothing. */
 /* The announce of a granted rendezvous never left, or its finish came: no more reads. */
 static void rndv_ungrant(struct ferryi_op *op)
 {
@@ -148,6 +147,7 @@ static void rndv_ungrant(struct ferryi_op *op)
 	op->ep->pi->prov->rndv_release(op->ep, op);
 }
 
+/* An op that was never handed over: undo the post, report nothing. */
 static void op_discard(struct ferryi_op *op)
 {
 	struct ferry_ep *ep = op->ep;
