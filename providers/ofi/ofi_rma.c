@@ -215,15 +215,18 @@ void ofi_rma_finish(struct ofi_rma *r)
 	bool refused = r->refused, write = r->write; /* r is freed below */
 
 	/*
-	 * The target may let go of its region now. A granted read says so too, though
-	 * the core's finish right behind would: measured over libfabric's tcp under the
-	 * system's BBR, a 1 MiB ping-pong with this message is 20-25% faster than without
-	 * it (typical one-way time), and no slower under CUBIC (docs/BENCHMARKS.md).
+	 * The target may let go of its region now. A granted read says so too on tcp,
+	 * though the core's finish right behind would: measured over libfabric's tcp
+	 * under the system's BBR, a 1 MiB ping-pong with this message is 20-25% faster
+	 * than without it (typical one-way time), and no slower under CUBIC; on shm,
+	 * where no congestion control paces anything, it only costs (docs/BENCHMARKS.md).
 	 */
+	bool over_sockets = !port->dom->is_shm && !port->dom->is_verbs;
 	if (r->checked && r->hold_id && oep->peer && oep->remote_conn)
 		(void)ofi_ctl_queue(port, oep->peer, NULL, OFI_K_RMA_DONE, oep->remote_conn, 0,
 				    r->hold_id, NULL, 0);
-	else if (op && op->key_granted && oep->peer && oep->remote_conn && !oep->closing)
+	else if (op && op->key_granted && over_sockets && oep->peer && oep->remote_conn &&
+		 !oep->closing)
 		(void)ofi_ctl_queue(port, oep->peer, NULL, OFI_K_RMA_DONE, oep->remote_conn,
 				    OFI_DONE_GRANTED, op->grant_id, NULL, 0);
 	ofi_free_rma(port, r, true);
