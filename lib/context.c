@@ -266,9 +266,16 @@ void ferryi_ctx_want_progress(struct ferry_ctx *ctx)
  */
 #define FERRYI_PARK_PASSES 64u
 
-static void ctx_dispatch(const struct epoll_event *evs, int n)
+/*
+ * A callback may free handles that are further down this batch (an ofi endpoint gone
+ * inside its port's receive path takes its probe socket with it): once one left epoll
+ * (poll_gen), the rest of the batch waits for the next epoll_wait, which reports
+ * them again (level-triggered) if they still exist.
+ */
+static void ctx_dispatch(struct ferry_ctx *ctx, const struct epoll_event *evs, int n)
 {
-	for (int i = 0; i < n; i++) {
+	uint64_t gen = ctx->poll_gen;
+	for (int i = 0; i < n && ctx->poll_gen == gen; i++) {
 		struct ferryi_poll_handle *h = evs[i].data.ptr;
 		h->fn(h, evs[i].events);
 	}
@@ -428,7 +435,7 @@ static int ctx_progress(struct ferry_ctx *ctx, bool read_epoll)
 	 */
 	for (int batch = 0; batch < 256; batch++) {
 		n = epoll_wait(ctx->epfd, evs, (int)FERRYI_ARRAY_LEN(evs), 0);
-		ctx_dispatch(evs, n);
+		ctx_dispatch(ctx, evs, n);
 		events += n > 0 ? n : 0;
 		if (n < (int)FERRYI_ARRAY_LEN(evs))
 			break;
@@ -523,7 +530,7 @@ void ferryi_ctx_sleep(struct ferry_ctx *ctx, int timeout_ms, struct ferry_cq *cq
 	if (n > 0 && ctx->poll_gen == gen0) {
 		ctx->last_progress_ns = ferryi_now_ns(ctx);
 		ctx->progress_passes++;
-		ctx_dispatch(evs, n);
+		ctx_dispatch(ctx, evs, n);
 		ferryi_process_closes(ctx);
 	}
 }
