@@ -310,6 +310,7 @@ struct ofi_ep {
 					  RMA_DONEs release our holds (ofi_ep_close) */
 	struct ferryi_timer linger;    /* bounds that wait                      */
 	struct ferryi_timer reprobe;   /* after a failure: is the peer still there? */
+	bool probe_refused;            /* ... no: nobody listens at its address   */
 	struct ferryi_list_node linger_link; /* peer->lingering                 */
 	int close_reason;
 	struct ferryi_poll_handle probe; /* refused-connect probe, fd -1     */

@@ -152,7 +152,7 @@ static void ofi_probe_ready(struct ferryi_poll_handle *h, uint32_t events)
 	(void)events;
 	if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
-	ofi_probe_result(oep, err); /* may free the endpoint when it lingered */
+	ofi_probe_result(oep, err);
 }
 
 /* One plain TCP connect to the peer's fabric address; the result comes to
@@ -210,8 +210,8 @@ void ofi_probe_start(struct ofi_ep *oep)
  * way waits for the peer's READS_OVER (ofi_ep_close). rxm reports a peer that died
  * only as transfers it cancelled, which it also does on connections that still carry
  * read responses, so that is no proof; a refused connect to the peer's fabric address
- * is: its fabric endpoint, which alone could read our memory, is closed. On tcp only
- * (may free the endpoint, through ofi_ep_linger_probed).
+ * is: its fabric endpoint, which alone could read our memory, is closed. On tcp only;
+ * the result goes to ofi_ep_linger_probed.
  */
 void ofi_linger_probe_start(struct ofi_ep *oep)
 {

@@ -533,25 +533,33 @@ static void ofi_ep_linger_end(struct ferryi_timer *t)
 	ofi_ep_maybe_gone(oep); /* may free the endpoint */
 }
 
+/* Probes again, or ends the wait once a probe was refused (from a timer: ending it
+ * frees endpoints, which a poll handle's callback must not do to others). */
 static void ofi_ep_reprobe(struct ferryi_timer *t)
 {
-	ofi_linger_probe_start(ferryi_container_of(t, struct ofi_ep, reprobe));
-}
-
-void ofi_ep_linger_probed(struct ofi_ep *oep, int err)
-{
-	if (err != ECONNREFUSED) {
-		/* Somebody listens there (a dying process may still, for a moment): wait
-		 * on, and look again a probe interval later. */
-		struct ferry_ctx *ctx = oep->ep->ctx;
-		uint32_t ms = ferry_ctx_config(ctx)->probe_interval_ms;
-		ferryi_timer_arm(ctx, &oep->reprobe, ferryi_now_ns(ctx) +
-							    (uint64_t)(ms ? ms : 1000) * 1000000ull);
+	struct ofi_ep *oep = ferryi_container_of(t, struct ofi_ep, reprobe);
+	if (!oep->probe_refused) {
+		ofi_linger_probe_start(oep);
 		return;
 	}
 	FERRYI_INFO(oep->ep->ctx, "ofi: %s: nobody listens at the peer's address any more: "
 				  "it reads nothing more of ours", oep->ep->peer);
 	ofi_peer_end_lingering(oep->port, oep->peer, false, true); /* may free the endpoint */
+}
+
+void ofi_ep_linger_probed(struct ofi_ep *oep, int err)
+{
+	struct ferry_ctx *ctx = oep->ep->ctx;
+	uint64_t wait_ns = 0;
+	if (err == ECONNREFUSED) {
+		oep->probe_refused = true;
+	} else {
+		/* Somebody listens there (a dying process may still, for a moment): wait
+		 * on, and look again a probe interval later. */
+		uint32_t ms = ferry_ctx_config(ctx)->probe_interval_ms;
+		wait_ns = (uint64_t)(ms ? ms : 1000) * 1000000ull;
+	}
+	ferryi_timer_arm(ctx, &oep->reprobe, ferryi_now_ns(ctx) + wait_ns);
 }
 
 void ofi_ep_close(struct ferry_ep *ep, int reason, int graceful)
