@@ -417,16 +417,18 @@ void ofi_port_destroy(struct ofi_port *port)
 		port->dom->client = NULL;
 	if (port->ep && !port->dom->is_shm && (port->rma_out || port->orphan_holds)) {
 		/*
-		 * One-sided transfers are still in flight (ours, or a peer's reads we were
-		 * serving when its endpoint closed): that only happens when a context is
-		 * destroyed while a peer stalls mid-transfer. rxm (1.17) crashes when such
-		 * an endpoint closes (it flushes completions that have no context), so it
-		 * is left open, with everything it may still touch. No progress is driven
-		 * on it again.
+		 * One-sided transfers may still be in flight (ours, or a peer's reads we
+		 * were serving or had granted when its endpoint closed): when a context is
+		 * destroyed while a peer stalls mid-transfer, or while rendezvous sends the
+		 * peer has not finished reading are pending (a grant does not tell whether
+		 * the read began). rxm (1.17) crashes when such an endpoint closes (it
+		 * flushes completions that have no context), so it is left open, with
+		 * everything it may still touch. No progress is driven on it again.
 		 */
 		FERRYI_WARN(ofi_ctx(port), "ofi: %s: leaving a fabric endpoint open: %u transfers "
-					   "of ours and %u of a peer's were still in flight",
-			    port->dom->prov_name, port->rma_out, port->orphan_holds);
+					   "of ours and %u reads of a peer's were in flight or "
+					   "granted", port->dom->prov_name, port->rma_out,
+			    port->orphan_holds);
 		port->dom->leaked++;
 		ofi_mr_drop_port(oi, port);
 		ofi_keep_open(port);
