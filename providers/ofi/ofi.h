@@ -466,6 +466,8 @@ int ofi_write(struct ferry_ep *ep, struct ferryi_op *op);
 int ofi_read(struct ferry_ep *ep, struct ferryi_op *op);
 int ofi_rndv_grant(struct ferry_ep *ep, struct ferryi_op *op);
 void ofi_rndv_release(struct ferry_ep *ep, struct ferryi_op *op);
+/* Unlinks a hold from its endpoint and gives its region back. */
+void ofi_hold_free(struct ofi_hold *hold);
 
 /* ofi_mr.c */
 int ofi_mr_reg(struct ferryi_prov_inst *pi, struct ferry_mr *mr);

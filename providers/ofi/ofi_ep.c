@@ -494,9 +494,7 @@ void ofi_ep_drop_holds(struct ofi_ep *oep, bool orphaned, bool grants_too)
 		struct ofi_hold *hold = ferryi_container_of(n, struct ofi_hold, link);
 		if (hold->granted && !grants_too)
 			continue;
-		ferryi_list_remove(&hold->link);
-		ferryi_mr_remote_put(&hold->use);
-		free(hold);
+		ofi_hold_free(hold);
 		count++;
 	}
 	if (orphaned && oep->port)

@@ -376,8 +376,8 @@ void ofi_on_rma_ack(struct ofi_ep *oep, const struct ofi_hdr *h, const uint8_t *
 
 static struct ofi_hold *ofi_hold_find(struct ofi_ep *oep, uint64_t id, bool granted)
 {
-	struct ferryi_list_node *n, *t;
-	ferryi_list_foreach_safe(&oep->holds, n, t) {
+	for (struct ferryi_list_node *n = oep->holds.head.next; n != &oep->holds.head;
+	     n = n->next) {
 		struct ofi_hold *hold = ferryi_container_of(n, struct ofi_hold, link);
 		if (hold->id == id && hold->granted == granted)
 			return hold;
@@ -385,7 +385,7 @@ static struct ofi_hold *ofi_hold_find(struct ofi_ep *oep, uint64_t id, bool gran
 	return NULL;
 }
 
-static void ofi_hold_free(struct ofi_hold *hold)
+void ofi_hold_free(struct ofi_hold *hold)
 {
 	ferryi_list_remove(&hold->link);
 	ferryi_mr_remote_put(&hold->use);
