@@ -625,6 +625,7 @@ static void test_msg_rndv_sender_closes_unread(void **state)
 	if (cmp.status != FERRY_ECANCELED)
 		conf_fail("unread rendezvous send at its endpoint's close: expected ECANCELED, "
 			  "got %s", conf_err(cmp.status));
+	conf_expect_none(&c->w2, ferry_ctx_cq(c->w2.cli), 100); /* exactly once */
 	conf_wait_ep_down(&c->w2, sep);
 	ferry_ep_close(sep);
 	conf_world_close(&c->w2, true);
@@ -643,6 +644,7 @@ static void test_msg_rndv_receiver_closes_unread(void **state)
 	if (cmp.status == 0)
 		conf_fail("a rendezvous send to a receiver that closed without receiving it "
 			  "succeeded");
+	conf_expect_none(&c->w2, ferry_ctx_cq(c->w2.cli), 100); /* exactly once */
 	ferry_ep_close(cep);
 	conf_world_close(&c->w2, true);
 }
