@@ -175,7 +175,13 @@ void ferryi_defer_event(struct ferry_ctx *ctx, struct ferry_ep *ep, enum ferry_e
 uint64_t ferryi_ctx_random(struct ferry_ctx *ctx);
 
 /* timer.c */
-void ferryi_timers_run(struct ferry_ctx *ctx, uint64_t now); /* those due at now */
+void ferryi_timers_run_due(struct ferry_ctx *ctx, uint64_t now);
+/* Runs the timers due at now. Busy passes mostly find none: a comparison, not a call. */
+static inline void ferryi_timers_run(struct ferry_ctx *ctx, uint64_t now)
+{
+	if (ctx->heap_len > 0 && ctx->heap[0]->due_ns <= now)
+		ferryi_timers_run_due(ctx, now);
+}
 uint64_t ferryi_timers_next(struct ferry_ctx *ctx); /* UINT64_MAX if none */
 void ferryi_timers_fini(struct ferry_ctx *ctx);
 
@@ -186,7 +192,16 @@ void ferryi_ep_ref(struct ferry_ep *ep);
 void ferryi_ep_unref(struct ferry_ep *ep);
 void ferryi_ep_begin_close(struct ferry_ep *ep, int status, bool graceful,
 			   enum ferry_event_type ev, const char *detail);
-void ferryi_process_closes(struct ferry_ctx *ctx);
+void ferryi_process_closes_slow(struct ferry_ctx *ctx);
+/*
+ * Tears down the endpoints whose close began (provider ep_close, then the core's ops).
+ * Every pass and every unlock asks, and the list is nearly always empty.
+ */
+static inline void ferryi_process_closes(struct ferry_ctx *ctx)
+{
+	if (!ferryi_list_empty(&ctx->closing))
+		ferryi_process_closes_slow(ctx);
+}
 void ferryi_ep_drop_hold(struct ferry_ep *ep);
 
 /* msg.c: operations */

@@ -138,7 +138,7 @@ void ferryi_ep_begin_close(struct ferry_ep *ep, int status, bool graceful,
 	(void)graceful;
 }
 
-void ferryi_process_closes(struct ferry_ctx *ctx)
+void ferryi_process_closes_slow(struct ferry_ctx *ctx)
 {
 	struct ferryi_list_node *n;
 	while ((n = ferryi_list_pop_front(&ctx->closing))) {

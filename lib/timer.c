@@ -108,7 +108,7 @@ void ferryi_timer_arm(struct ferry_ctx *ctx, struct ferryi_timer *t, uint64_t du
 		ferryi_ctx_wake(ctx);
 }
 
-void ferryi_timers_run(struct ferry_ctx *ctx, uint64_t now)
+void ferryi_timers_run_due(struct ferry_ctx *ctx, uint64_t now)
 {
 	struct ferryi_list_node *n;
 	/*
