@@ -175,14 +175,18 @@ void ferryi_defer_event(struct ferry_ctx *ctx, struct ferry_ep *ep, enum ferry_e
 uint64_t ferryi_ctx_random(struct ferry_ctx *ctx);
 
 /* timer.c */
+/* The earliest deadline armed, UINT64_MAX if none. */
+static inline uint64_t ferryi_timers_next(const struct ferry_ctx *ctx)
+{
+	return ctx->heap_len ? ctx->heap[0]->due_ns : UINT64_MAX;
+}
 void ferryi_timers_run_due(struct ferry_ctx *ctx, uint64_t now);
 /* Runs the timers due at now. Busy passes mostly find none: a comparison, not a call. */
 static inline void ferryi_timers_run(struct ferry_ctx *ctx, uint64_t now)
 {
-	if (ctx->heap_len > 0 && ctx->heap[0]->due_ns <= now)
+	if (ferryi_timers_next(ctx) <= now)
 		ferryi_timers_run_due(ctx, now);
 }
-uint64_t ferryi_timers_next(struct ferry_ctx *ctx); /* UINT64_MAX if none */
 void ferryi_timers_fini(struct ferry_ctx *ctx);
 
 /* endpoint.c */

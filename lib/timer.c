@@ -129,11 +129,6 @@ void ferryi_timers_run_due(struct ferry_ctx *ctx, uint64_t now)
 	}
 }
 
-uint64_t ferryi_timers_next(struct ferry_ctx *ctx)
-{
-	return ctx->heap_len ? ctx->heap[0]->due_ns : UINT64_MAX;
-}
-
 void ferryi_timers_fini(struct ferry_ctx *ctx)
 {
 	struct ferryi_list_node *n;
